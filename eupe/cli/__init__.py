@@ -1,0 +1,1 @@
+"""The ``eupe`` command line: one script, one module per subcommand."""

@@ -1,0 +1,51 @@
+"""The model card's evaluation transform without torchvision: square resize, [0, 1] floats, ImageNet mean/std."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+
+class EvalTransform:
+    """Callable: PIL image, ``HxWxC`` uint8 array or ``CxHxW`` tensor -> normalised ``3 x S x S`` float tensor.
+
+    PIL inputs are resized with PIL's bilinear filter (what torchvision's ``Resize(antialias=True)`` does for PIL
+    images); tensors with antialiased bilinear interpolation. Non-RGB images are converted to RGB first.
+    """
+
+    def __init__(
+        self,
+        resize_size: int | tuple[int, int] = 256,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.size = (resize_size, resize_size) if isinstance(resize_size, int) else tuple(resize_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        if isinstance(image, Image.Image):
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
+            x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+        else:
+            x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+            x = F.interpolate(x[None], size=self.size, mode="bilinear", antialias=True, align_corners=False)[0]
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+def make_transform(resize_size: int = 256) -> EvalTransform:
+    """The transform of the EUPE model card (``resize_size`` x ``resize_size``, ImageNet normalisation)."""
+    return EvalTransform(resize_size)

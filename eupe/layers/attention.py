@@ -1,0 +1,63 @@
+"""Multi-head self-attention with optional masked key bias and RoPE, on fused scaled-dot-product attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope import apply_rope
+
+
+class LinearKMaskedBias(nn.Linear):
+    """A qkv projection whose bias is multiplied by ``bias_mask`` (zero on the key third).
+
+    DINOv3-style checkpoints store the mask as a buffer; it is re-derived here at construction time so that
+    checkpoints lacking it still load, and a loaded mask overrides it.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        if out_features % 3 != 0:
+            raise ValueError(f"qkv projection needs out_features divisible by 3, got {out_features}")
+        if bias:
+            mask = torch.ones(out_features)
+            mask[out_features // 3 : 2 * out_features // 3] = 0
+            self.register_buffer("bias_mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.bias * self.bias_mask.to(self.bias.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight, bias)
+
+
+class SelfAttention(nn.Module):
+    """Self-attention over ``[B, N, C]`` tokens; RoPE (if given) rotates queries and keys of all tokens."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        mask_k_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        linear_cls = LinearKMaskedBias if mask_k_bias else nn.Linear
+        self.qkv = linear_cls(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            # One pass rotates queries and keys together: [2, B, heads, N, D].
+            q, k = apply_rope(qkv[:2], *rope).unbind(0)
+        else:
+            q, k = qkv[0], qkv[1]
+        out = F.scaled_dot_product_attention(q, k, qkv[2])
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))

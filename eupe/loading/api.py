@@ -1,0 +1,44 @@
+"""``eupe.load``: build a registered model and fill it with weights from any supported source."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..models import get_model_entry
+from .checkpoint import LoadReport, load_into, read_state_dict
+from .sources import resolve_weights
+
+
+def load(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    *,
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides,
+) -> nn.Module:
+    """Builds model ``name`` in eval mode and loads ``weights`` into it.
+
+    ``weights``: a local ``.pt``/``.pth``/``.safetensors`` file, a ``file://``/``https://`` URL or an
+    ``hf://org/repo[/file]`` reference; ``None`` takes the released file (``hf://``) when ``pretrained`` is set,
+    and keeps random weights otherwise. The returned model carries ``load_report`` (a :class:`LoadReport`) and
+    ``projector_tensors`` (the checkpoint's ``projectors.*`` adapter weights, possibly empty).
+    """
+    entry = get_model_entry(name)
+    model = entry.build(**overrides)
+    report: LoadReport | None = None
+    if weights is None and pretrained:
+        weights = entry.pretrained.default_source if entry.pretrained else None
+        if weights is None:
+            raise ValueError(f"{name} has no released weights; pass weights=PATH or pretrained=False")
+    if weights is not None:
+        default_file = entry.pretrained.filename if entry.pretrained else None
+        path = resolve_weights(weights, default_filename=default_file)
+        report = load_into(model, read_state_dict(path), model_name=name, source=os.fspath(weights))
+    model.load_report = report
+    model.projector_tensors = report.extra_tensors if report else {}
+    return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,146 @@
+"""Read state dicts safely and load them into a model with a strict, explained key check.
+
+Nothing here executes pickled code: ``.safetensors`` files are read with safetensors and everything else with
+``torch.load(weights_only=True)``. Released EUPE checkpoints carry adapter heads under ``projectors.*``; they are
+not part of the backbone, so they are returned in the :class:`LoadReport` (and attached to the model) instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+EXTRA_PREFIXES = ("projectors.",)
+# Buffers that are pure functions of the architecture: recomputed when a checkpoint lacks them.
+DERIVED_SUFFIXES = (".bias_mask", "rope_embed.periods")
+CONTAINER_KEYS = ("state_dict", "model", "teacher", "student")
+STRIP_PREFIXES = ("module.", "backbone.", "_orig_mod.")
+
+
+class CheckpointError(RuntimeError):
+    """A weights file that cannot be read, or that does not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did: which tensors went into the model and which extras came along."""
+
+    model_name: str
+    source: str
+    loaded: int
+    derived_keys: list[str] = field(default_factory=list)
+    extra_tensors: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        extras = f", {len(self.extra_tensors)} extra tensors ({_summarise(list(self.extra_tensors))})" \
+            if self.extra_tensors else ""
+        derived = f", recomputed {self.derived_keys}" if self.derived_keys else ""
+        return f"loaded {self.loaded} tensors into {self.model_name} from {self.source}{extras}{derived}"
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Reads a flat ``{name: tensor}`` dict from ``.safetensors``, ``.pt`` or ``.pth``; unwraps common containers."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Weights file {path} is empty (0 bytes); the download or copy did not finish.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: object = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} is not a plain tensor checkpoint: it needs pickled code to load, which is refused for safety "
+            f"({err}). Convert it with `eupe export ... --format safetensors` from a trusted environment."
+        ) from err
+    except Exception as err:
+        raise CheckpointError(
+            f"Cannot read {path} ({type(err).__name__}: {err}). The file is truncated or corrupt, "
+            f"or not a PyTorch/safetensors checkpoint; download it again."
+        ) from err
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
+    while isinstance(obj, dict) and not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            raise CheckpointError(
+                f"{path} holds a dict without tensors at the top level nor under {list(CONTAINER_KEYS)} "
+                f"(top-level keys: {sorted(map(str, obj))[:8]})."
+            )
+        obj = inner
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict.")
+    for prefix in STRIP_PREFIXES:
+        if obj and all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix) :]: v for k, v in obj.items()}
+    return obj  # type: ignore[return-value]
+
+
+def _is_tensor_dict(obj: dict) -> bool:
+    return bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def _summarise(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_into(model: nn.Module, state_dict: dict[str, Tensor], *, model_name: str, source: str) -> LoadReport:
+    """Loads ``state_dict`` into ``model`` after checking it fits exactly; raises :class:`CheckpointError` otherwise.
+
+    ``projectors.*`` tensors are set aside into the report, derived buffers may be absent, and everything else
+    must match the model's keys and shapes: there is never a silent partial load.
+    """
+    expected = model.state_dict()
+    extras = {k: v for k, v in state_dict.items() if k.startswith(EXTRA_PREFIXES)}
+    weights = {k: v for k, v in state_dict.items() if k not in extras}
+    missing = [k for k in expected if k not in weights]
+    derived = [k for k in missing if k.endswith(DERIVED_SUFFIXES)]
+    missing = [k for k in missing if k not in derived]
+    unexpected = [k for k in weights if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in weights.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing key(s): {_summarise(missing)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected key(s): {_summarise(unexpected)}")
+        if mismatched:
+            problems.append(f"{len(mismatched)} shape mismatch(es): {_summarise(mismatched, 3)}")
+        hint = suggest_architecture(weights)
+        advice = f" The file looks like '{hint}'; load it with that name." if hint and hint != model_name else \
+            " The file is for a different architecture or is incomplete."
+        raise CheckpointError(f"Cannot load {source} into {model_name}: " + "; ".join(problems) + "." + advice)
+    model.load_state_dict(weights, strict=False)
+    report = LoadReport(model_name, source, len(weights), derived, extras)
+    logger.info("%s", report)
+    return report
+
+
+def suggest_architecture(state_dict: dict[str, Tensor]) -> str | None:
+    """The registered model whose keys and shapes match ``state_dict`` exactly (built on the meta device)."""
+    from ..models import create_model, list_models
+
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith(DERIVED_SUFFIXES)}
+    for name in list_models():
+        with torch.device("meta"):
+            candidate = create_model(name).state_dict()
+        if {k: tuple(v.shape) for k, v in candidate.items() if not k.endswith(DERIVED_SUFFIXES)} == shapes:
+            return name
+    return None

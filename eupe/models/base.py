@@ -1,0 +1,70 @@
+"""What every backbone family shares: the reference's output layouts and the forward entry points."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+FeatureDict = dict[str, Tensor | None]
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses implement ``_forward_features_single(x, masks) -> FeatureDict``.
+
+    ``forward_features`` takes a batch or a list of batches (images of different sizes, as the reference
+    accepts); ``forward`` returns the class token, or the full feature dict when ``is_training`` is set.
+    """
+
+    grad_checkpointing: bool = False
+
+    def _forward_features_single(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward to save memory during training."""
+        self.grad_checkpointing = enable
+
+    def forward_features(
+        self, x: Tensor | Sequence[Tensor], masks: Tensor | Sequence[Tensor | None] | None = None
+    ) -> FeatureDict | list[FeatureDict]:
+        """Dict with ``x_norm_clstoken``, ``x_storage_tokens``, ``x_norm_patchtokens``, ``x_prenorm``, ``masks``."""
+        if isinstance(x, Tensor):
+            return self._forward_features_single(x, masks)  # type: ignore[arg-type]
+        masks_list = [None] * len(x) if masks is None else list(masks)  # type: ignore[arg-type]
+        if len(masks_list) != len(x):
+            raise ValueError(f"Got {len(x)} inputs but {len(masks_list)} masks")
+        return [self._forward_features_single(xi, mi) for xi, mi in zip(x, masks_list)]
+
+    def forward(self, x: Tensor | Sequence[Tensor], *, is_training: bool = False, **kwargs):
+        features = self.forward_features(x, **kwargs)
+        if is_training:
+            return features
+        if isinstance(features, list):
+            return [self.head(f["x_norm_clstoken"]) for f in features]
+        return self.head(features["x_norm_clstoken"])
+
+
+def format_intermediate_outputs(
+    patches: list[Tensor],
+    class_tokens: list[Tensor],
+    extra_tokens: list[Tensor],
+    return_class_token: bool,
+    return_extra_tokens: bool,
+) -> tuple:
+    """The reference's return layout of ``get_intermediate_layers``."""
+    if return_class_token and return_extra_tokens:
+        return tuple(zip(patches, class_tokens, extra_tokens))
+    if return_class_token:
+        return tuple(zip(patches, class_tokens))
+    if return_extra_tokens:
+        return tuple(zip(patches, extra_tokens))
+    return tuple(patches)
+
+
+def resolve_layer_indices(n: int | Sequence[int], total: int) -> list[int]:
+    """``n`` as "the last n layers" (int) or explicit layer indices (sequence), validated against ``total``."""
+    indices = list(range(total - n, total)) if isinstance(n, int) else [int(i) for i in n]
+    if not indices or any(not 0 <= i < total for i in indices):
+        raise ValueError(f"Requested layers {n!r} but the model has {total} (valid indices 0..{total - 1}).")
+    return indices
