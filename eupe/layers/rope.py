@@ -54,7 +54,7 @@ class RopePositionEmbedding(nn.Module):
         self.rescale_coords = rescale_coords
         # Persistent: it is part of the released checkpoints' key layout.
         self.register_buffer("periods", torch.empty(self.head_dim // 4, dtype=torch.float32), persistent=True)
-        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._cache: dict[tuple, tuple[Tensor, tuple[Tensor, Tensor]]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,13 +113,15 @@ class RopePositionEmbedding(nn.Module):
         """
         if self._augments_coords() or torch.compiler.is_compiling():
             return rope_tables_with_prefix(*self._compute(H, W), num_prefix)
-        key = (H, W, num_prefix, self.periods.device, self.periods._version, self.periods.data_ptr())
+        key = (H, W, num_prefix, self.periods.device)
         cached = self._cache.get(key)
-        if cached is None:
+        # Comparing the (tiny) periods buffer with the snapshot the tables were built from invalidates the cache
+        # after any load or in-place change, including on inference tensors, which carry no version counter.
+        if cached is None or not torch.equal(cached[0], self.periods):
             if len(self._cache) >= 64:  # bounded: many distinct sizes (multi-resolution eval) must not leak
                 self._cache.clear()
-            cached = self._cache[key] = rope_tables_with_prefix(*self._compute(H, W), num_prefix)
-        return cached
+            cached = self._cache[key] = (self.periods.clone(), rope_tables_with_prefix(*self._compute(H, W), num_prefix))
+        return cached[1]
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, base={self.base}, normalize_coords={self.normalize_coords!r}"

@@ -1,0 +1,1 @@
+"""Evaluation protocols of the paper on frozen backbones (one module or subpackage per protocol)."""

@@ -1,0 +1,66 @@
+"""The teacher interface of the distillation recipe.
+
+A teacher receives the *same augmented crop* as the student, as ``[B, 3, H, W]`` floats in [0, 1] (not
+normalised). It resizes the crop to its own native resolution, applies its own input normalisation, runs frozen
+(eval mode, ``inference_mode``, bf16 autocast where the device allows) and returns a :class:`TeacherOutput` in
+fp32: one summary vector per image and a patch-feature grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class TeacherOutput:
+    summary: Tensor  # [B, summary_dim]
+    patches: Tensor  # [B, patch_dim, h, w]
+
+
+class Teacher(nn.Module):
+    """Base class; subclasses implement :meth:`features` on resized, normalised inputs."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        input_size: int | tuple[int, int],
+        summary_dim: int,
+        patch_dim: int,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        autocast: bool = True,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        self.summary_dim = summary_dim
+        self.patch_dim = patch_dim
+        self.autocast = autocast
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, x: Tensor) -> TeacherOutput:
+        """Runs the network on ``x``: resized to ``input_size`` and normalised."""
+        raise NotImplementedError
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        if tuple(images.shape[-2:]) != self.input_size:
+            images = F.interpolate(images, size=self.input_size, mode="bicubic", align_corners=False, antialias=True)
+        return (images - self.mean) / self.std
+
+    def train(self, mode: bool = True) -> "Teacher":
+        return super().train(False)  # teachers are always frozen in eval mode
+
+    @torch.inference_mode()
+    def forward(self, images: Tensor) -> TeacherOutput:
+        x = self.preprocess(images.float())
+        use_bf16 = self.autocast and x.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = self.features(x)
+        return TeacherOutput(out.summary.float(), out.patches.float())

@@ -1,0 +1,182 @@
+"""Loading: every source kind, container formats, and one clear error for everything that does not fit."""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import types
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import eupe
+from eupe.loading import CheckpointError, read_state_dict
+
+
+@pytest.fixture(scope="module")
+def vitt_state():
+    model = eupe.create_model("eupe_vitt16", depth=2)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _projectors(dim: int = 192) -> dict[str, torch.Tensor]:
+    heads = eupe.models.Projectors(dim, 32, {"proxy": 48})
+    return {f"projectors.{k}": v for k, v in heads.state_dict().items()}
+
+
+def _load(path, **kw):
+    return eupe.load("eupe_vitt16", weights=path, depth=2, **kw)
+
+
+def _same_weights(model, state):
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+
+
+def test_pt_file_with_projectors(tmp_path, vitt_state):
+    path = tmp_path / "EUPE-ViT-T.pt"
+    torch.save({**vitt_state, **_projectors()}, path)
+    model = _load(path)
+    _same_weights(model, vitt_state)
+    assert not model.training
+    assert set(model.projector_tensors) == set(_projectors())
+    assert "projectors" in str(model.load_report)
+    assert not any(k.startswith("projectors.") for k in model.state_dict())  # backbone layout stays exact
+    heads = eupe.models.Projectors.from_state_dict(model.projector_tensors)
+    assert heads["proxy"]["cls"].out_dim == 48
+
+
+def test_safetensors_and_file_url(tmp_path, vitt_state):
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in vitt_state.items()}, str(path))
+    _same_weights(_load(path), vitt_state)
+    _same_weights(_load(path.as_uri()), vitt_state)
+
+
+def test_containers_and_prefixes_are_unwrapped(tmp_path, vitt_state):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in vitt_state.items()}, "epoch": 3}, path)
+    _same_weights(_load(path), vitt_state)
+
+
+def test_derived_buffers_may_be_absent(tmp_path, vitt_state):
+    path = tmp_path / "timm_like.pt"
+    torch.save({k: v for k, v in vitt_state.items() if not k.endswith("bias_mask")}, path)
+    model = _load(path)
+    assert model.load_report.derived_keys == ["blocks.0.attn.qkv.bias_mask", "blocks.1.attn.qkv.bias_mask"]
+    assert model.blocks[0].attn.qkv.bias_mask[192:384].eq(0).all()
+
+
+def test_dtype_and_device_arguments(tmp_path, vitt_state):
+    path = tmp_path / "w.pt"
+    torch.save(vitt_state, path)
+    model = _load(path, dtype=torch.bfloat16, device="cpu")
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_wrong_architecture_names_model_file_keys_and_suggests(tmp_path):
+    path = tmp_path / "EUPE-ViT-S.pt"
+    torch.save(eupe.create_model("eupe_vitt16").state_dict(), path)
+    with pytest.raises(CheckpointError) as err:
+        eupe.load("eupe_vits16", weights=path)
+    message = str(err.value)
+    assert "eupe_vits16" in message and str(path) in message
+    assert "shape mismatch" in message and "cls_token" in message
+    assert "'eupe_vitt16'" in message  # the architecture that does fit
+
+
+def test_missing_and_unexpected_keys_are_errors(tmp_path, vitt_state):
+    state = dict(vitt_state)
+    state.pop("norm.weight")
+    state["extra.thing"] = torch.zeros(1)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): norm.weight; 1 unexpected key\(s\): extra.thing"):
+        _load(path)
+
+
+def test_truncated_empty_and_garbage_files(tmp_path, vitt_state):
+    good = tmp_path / "good.pt"
+    torch.save(vitt_state, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        _load(truncated)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        _load(empty)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    with pytest.raises(CheckpointError, match="Cannot read"):
+        _load(garbage)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": torch.zeros(1), "payload": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        read_state_dict(path)
+
+
+def test_missing_file_is_clear():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _load("no/such/EUPE-ViT-T.pt")
+
+
+def test_https_download_is_cached_and_then_offline(tmp_path, monkeypatch, vitt_state):
+    source = tmp_path / "served.pt"
+    torch.save(vitt_state, source)
+    calls = []
+
+    def fake_download(url, dst, progress=True):
+        calls.append(url)
+        with open(source, "rb") as src, open(dst, "wb") as out:
+            out.write(src.read())
+
+    monkeypatch.setenv("EUPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    url = "https://example.invalid/EUPE-ViT-T.pt"
+    _same_weights(_load(url), vitt_state)
+    _same_weights(_load(url), vitt_state)
+    assert calls == [url]  # second load used the cache
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_hf_reference_uses_cache_when_offline(tmp_path, monkeypatch, vitt_state):
+    cached = tmp_path / "EUPE-ViT-T.pt"
+    torch.save(vitt_state, cached)
+    requests = []
+
+    def hf_hub_download(repo_id, filename, revision=None, local_files_only=False):
+        requests.append((repo_id, filename, revision, local_files_only))
+        if not local_files_only:
+            raise OSError("network unreachable")
+        return str(cached)
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=hf_hub_download))
+    _same_weights(_load("hf://facebook/EUPE-ViT-T"), vitt_state)  # file name from the model's pretrained cfg
+    assert requests == [("facebook/EUPE-ViT-T", "EUPE-ViT-T.pt", None, False),
+                        ("facebook/EUPE-ViT-T", "EUPE-ViT-T.pt", None, True)]
+    _load("hf://facebook/EUPE-ViT-T/other/file.pt@v1")
+    assert requests[-1] == ("facebook/EUPE-ViT-T", "other/file.pt", "v1", True)
+
+
+def test_load_without_weights_or_release():
+    model = eupe.load("eupe_vitt16", pretrained=False, depth=1)
+    assert model.load_report is None and model.projector_tensors == {}
+    with pytest.raises(ValueError, match="no released weights"):
+        eupe.load("vitl16")
+
+
+def test_ordered_dict_state_dicts_are_accepted(tmp_path, vitt_state):
+    path = tmp_path / "ordered.pt"
+    torch.save(collections.OrderedDict(vitt_state), path)
+    _same_weights(_load(path), vitt_state)

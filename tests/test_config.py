@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from eupe.config import ConfigError, load_config, parse_overrides, save_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class Run:
+    name: str = "run"
+    steps: int = 10
+    teachers: list[str] = field(default_factory=list)
+    optim: Optim = field(default_factory=Optim)
+    size: int | None = None
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 20\noptim:\n  lr: 0.01\n")
+    cfg = load_config(Run, path, ["optim.lr=1e-4", "teachers=[a, b]", "size=256", "optim.betas=[0.9, 0.95]"])
+    assert cfg == Run(steps=20, teachers=["a", "b"], optim=Optim(lr=1e-4, betas=(0.9, 0.95)), size=256)
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(Run, tmp_path / "saved.yaml") == cfg
+
+
+def test_unknown_keys_and_bad_types_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match=r"config.optim: unknown key\(s\) \['x'\]; valid keys are \['betas', 'lr'\]"):
+        load_config(Run, None, ["optim.lr=1", "optim.x=1"])
+    with pytest.raises(ConfigError, match=r"config.steps: expected int, got 'many'"):
+        load_config(Run, None, ["steps=many"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["steps"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Run, tmp_path / "missing.yaml")
