@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
-COMMAND_MODULES = ("models",)
+COMMAND_MODULES = ("models", "extract", "eval", "visualize")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,7 +120,10 @@ class RopePositionEmbedding(nn.Module):
         if cached is None or not torch.equal(cached[0], self.periods):
             if len(self._cache) >= 64:  # bounded: many distinct sizes (multi-resolution eval) must not leak
                 self._cache.clear()
-            cached = self._cache[key] = (self.periods.clone(), rope_tables_with_prefix(*self._compute(H, W), num_prefix))
+            # Built as normal tensors even inside inference_mode, so a later autograd pass can use them too.
+            with torch.inference_mode(False), torch.no_grad():
+                tables = rope_tables_with_prefix(*self._compute(H, W), num_prefix)
+                cached = self._cache[key] = (self.periods.clone(), tables)
         return cached[1]
 
     def extra_repr(self) -> str:

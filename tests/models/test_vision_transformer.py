@@ -144,3 +144,12 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.inference_mode():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_tables_cached_under_inference_mode_serve_training_too():
+    model = tiny_vit().eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        model(x)
+    model(x).sum().backward()  # eval mode (cached tables) with autograd
+    assert model.patch_embed.proj.weight.grad is not None

@@ -14,3 +14,8 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text().strip().startswith("{") and '"ok": 1' in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_written_files_are_world_readable(tmp_path):
+    atomic_write_json(tmp_path / "r.json", {})
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644

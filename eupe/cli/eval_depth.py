@@ -1,0 +1,27 @@
+"""``eupe eval depth``: NYUv2 linear depth probe (BatchNorm + linear head over 256 depth bins), RMSE and co.
+
+Reads the BTS layout: ``<data-root>/<data.train_list>`` and ``<data.test_list>`` (lines ``rgb depth focal``,
+paths under ``data.train_dir`` / ``data.test_dir``). Defaults are the paper's (38.4k its, batch 16, AdamW LR 3e-4,
+WD 1e-3, 416x544 crops, Eigen crop, flip TTA); change them with ``--config`` and ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .eval_segmentation import add_probe_args, probe_overrides, run_protocol
+from .common import resolve_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("depth", help="NYUv2 linear depth (RMSE)", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_probe_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..eval.depth import DepthConfig, run_depth
+
+    cfg = resolve_config(DepthConfig, args, probe_overrides(args))
+    return run_protocol(args, cfg, run_depth, cfg.data.root)

@@ -1,0 +1,72 @@
+"""``eupe visualize``: PNG pictures of a backbone's features.
+
+  pca IMAGES          first 3 principal components of the patch tokens as RGB (optionally foreground only)
+  retrieval QUERIES   each query's nearest gallery images by class-token cosine similarity
+  segmentation IMAGES predictions of a head trained by `eupe eval segmentation` (--head .../head.pt)
+  depth IMAGES        predictions of a head trained by `eupe eval depth` (--head .../head.pt)
+
+IMAGES / QUERIES / --gallery: an image file, a folder, a glob pattern or a list file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_backbone_args, autocast_for, backbone_from_args, resolve_device
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("visualize", help="PNG pictures: feature PCA, retrieval, head predictions",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, help_text in (("pca", "PCA of patch features as RGB"),
+                            ("retrieval", "k-NN retrieval grid by class token"),
+                            ("segmentation", "segmentation head predictions over the images"),
+                            ("depth", "depth head predictions beside the images")):
+        sub = kinds.add_parser(kind, help=help_text, description=help_text)
+        sub.add_argument("images", help="image file, folder, glob pattern or list file" +
+                         (" (the queries)" if kind == "retrieval" else ""))
+        sub.add_argument("--output-dir", required=True, help="folder for the PNG files")
+        sub.add_argument("--max-images", type=int, default=16, help="use at most this many images (default 16)")
+        add_backbone_args(sub)
+        sub.set_defaults(func=run)
+    pca, retrieval = kinds.choices["pca"], kinds.choices["retrieval"]
+    pca.add_argument("--size", type=int, default=448, help="short side of the resized images (default 448)")
+    pca.add_argument("--foreground-threshold", type=float, default=None,
+                     help="fit the PCA on tokens whose first component (scaled to 0..1) exceeds this, e.g. 0.5")
+    retrieval.add_argument("--gallery", required=True, help="images to search (file, folder, glob or list file)")
+    retrieval.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
+    retrieval.add_argument("--size", type=int, default=224, help="input size of the backbone (default 224)")
+    for kind in ("segmentation", "depth"):
+        sub = kinds.choices[kind]
+        sub.add_argument("--head", required=True, help=f"head.pt written by `eupe eval {kind}`")
+        sub.add_argument("--size", type=int, default=None, help="short side of the resized images "
+                         "(default: the head's evaluation size for segmentation, 480 for depth)")
+    kinds.choices["segmentation"].add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.images import list_images, load_image
+    from ..viz import depth_pictures, pca_pictures, retrieval_picture, save_png, segmentation_pictures
+
+    records = list_images(args.images)[0][: args.max_images]
+    device = resolve_device(args.device)
+    backbone, autocast = backbone_from_args(args), autocast_for(args, device)
+    out = Path(args.output_dir)
+    if args.kind == "retrieval":
+        gallery = list_images(args.gallery)[0]
+        picture = retrieval_picture(backbone, records, gallery, args.k, args.size, device=device, autocast=autocast)
+        print(f"visualize retrieval: {save_png(picture, out / 'retrieval.png')}")
+        return 0
+    images = [load_image(r.path) for r in records]
+    if args.kind == "pca":
+        pictures = pca_pictures(backbone, images, args.size, args.foreground_threshold, device, autocast)
+    elif args.kind == "segmentation":
+        pictures = segmentation_pictures(backbone, args.head, images, args.size, args.alpha, device, autocast)
+    else:
+        pictures = depth_pictures(backbone, args.head, images, args.size or 480, device, autocast)
+    paths = [save_png(p, out / f"{i:03d}_{Path(r.path).stem}_{args.kind}.png")
+             for i, (p, r) in enumerate(zip(pictures, records))]
+    print(f"visualize {args.kind}: {len(paths)} pictures in {out}")
+    return 0

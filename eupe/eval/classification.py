@@ -1,0 +1,81 @@
+"""Metrics shared by the classification protocols (k-NN, linear, zero-shot): top-k and per-class accuracy.
+
+Predictions are given as ranked class indices ``[N, K]`` (best first); ``-1`` marks "no class" (e.g. a k-NN
+vote that reached fewer than ``K`` classes), which never counts as correct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ClassificationResult:
+    """Top-k accuracies (in %) overall and per class."""
+
+    topk: dict[int, float]
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    num_samples: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready totals: ``top1``, ``top5``..., mean per-class top-1 and the sample count."""
+        valid = [row["top1"] for row in self.per_class if row["n"] > 0]
+        out: dict[str, Any] = {f"top{k}": v for k, v in self.topk.items()}
+        out["mean_per_class_top1"] = sum(valid) / len(valid) if valid else float("nan")
+        out["num_samples"] = self.num_samples
+        return out
+
+
+def rank_scores(scores: Tensor, k: int) -> Tensor:
+    """Class indices of the ``k`` highest scores per row, best first (``k`` capped at the number of classes)."""
+    return scores.topk(min(k, scores.shape[1]), dim=1).indices
+
+
+def evaluate_predictions(
+    ranked: Tensor, labels: Tensor, class_names: Sequence[str], ks: Sequence[int] = (1, 5)
+) -> ClassificationResult:
+    """Top-k accuracy for each ``k`` in ``ks`` and per-class accuracy of ``ranked`` ``[N, K]`` against ``labels``.
+
+    A ``k`` larger than ``K`` is evaluated with all ``K`` columns (as when there are fewer than 5 classes).
+    """
+    if ranked.shape[0] != labels.shape[0]:
+        raise ValueError(f"{ranked.shape[0]} predictions for {labels.shape[0]} labels")
+    labels = labels.to(ranked.device).long()
+    hits = ranked == labels[:, None]  # [N, K]; a label appears at most once per row
+    num_classes = len(class_names)
+    counts = torch.bincount(labels, minlength=num_classes).cpu()
+    topk, per_class_hits = {}, {}
+    for k in ks:
+        hit_k = hits[:, :k].any(dim=1)
+        topk[k] = 100.0 * hit_k.double().mean().item() if len(labels) else float("nan")
+        per_class_hits[k] = torch.bincount(labels[hit_k], minlength=num_classes).cpu()
+    rows = []
+    for c, name in enumerate(class_names):
+        n = int(counts[c])
+        row: dict[str, Any] = {"class_index": c, "class_name": name, "n": n}
+        for k in ks:
+            row[f"top{k}"] = 100.0 * int(per_class_hits[k][c]) / n if n else float("nan")
+        rows.append(row)
+    return ClassificationResult(topk, rows, int(labels.shape[0]))
+
+
+def align_labels(labels: Tensor, class_names: Sequence[str], target_names: Sequence[str], what: str) -> Tensor:
+    """Re-indexes ``labels`` (indices into ``class_names``) into ``target_names`` (e.g. val classes -> train
+    classes, which may differ when a split lacks some classes). Raises for unlabelled items (label ``-1``) and
+    for a class the target does not know."""
+    if (labels < 0).any():
+        raise ValueError(f"{what} has {int((labels < 0).sum())} unlabelled images; evaluation needs a label for "
+                         "every image (class subfolders, or path,label lines in a list file)")
+    if list(class_names) == list(target_names):
+        return labels
+    position = {name: i for i, name in enumerate(target_names)}
+    unknown = sorted(set(class_names) - set(position))
+    if unknown:
+        raise ValueError(f"{what} has classes the training set lacks: {', '.join(unknown[:10])}"
+                         f"{' ...' if len(unknown) > 10 else ''}; use the same class folders in both splits")
+    mapping = torch.tensor([position[name] for name in class_names], dtype=torch.long)
+    return mapping[labels]

@@ -1,0 +1,83 @@
+"""Evaluation inputs given either as feature folders (``eupe extract`` output) or as images to extract first."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .extractor import ExtractConfig, extract_features
+from .store import MANIFEST, FeatureStore
+
+logger = logging.getLogger(__name__)
+
+
+def is_feature_folder(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def split_sources(data_root: str | Path, splits: tuple[str, ...] = ("train", "val")) -> dict[str, Path]:
+    """``{split: data_root/split}`` for an ImageNet-style tree, with a clear error when a split is missing."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Data folder {root} does not exist")
+    found = {s: root / s for s in splits}
+    missing = [s for s, p in found.items() if not p.is_dir()]
+    if missing:
+        layout = ", ".join(f"{root}/{s}/<class>/*" for s in splits)
+        raise FileNotFoundError(f"Data folder {root} has no {' or '.join(repr(s) for s in missing)} folder; "
+                                f"expected the layout {layout}")
+    return found
+
+
+def resolve_splits(data: str | None, train: str | None, val: str | None) -> tuple[str, str]:
+    """Train and val sources from ``data`` (an ImageNet-style root) and/or explicit ``train``/``val`` paths."""
+    if data:
+        found = split_sources(data)
+        train, val = train or str(found["train"]), val or str(found["val"])
+    if not train or not val:
+        raise ValueError("Give --data ROOT (with ROOT/train and ROOT/val) or both --train and --val "
+                         "(feature folders from `eupe extract`, or image folders)")
+    return train, val
+
+
+def open_features(
+    source: str | Path,
+    *,
+    cache_dir: str | Path,
+    backbone: Callable[[], nn.Module],
+    config: ExtractConfig,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+    model_id: str,
+) -> FeatureStore:
+    """The features of ``source``: a feature folder as is, or images extracted into ``cache_dir`` first
+    (resumable, and reused by a later run with the same settings). ``backbone`` is only called to extract."""
+    if is_feature_folder(source):
+        logger.info("reading features from %s", source)
+        return FeatureStore(source)
+    return extract_features(backbone(), source, cache_dir, config, device=device, autocast=autocast,
+                            model_id=model_id)
+
+
+def open_splits(
+    train: str | Path,
+    val: str | Path,
+    *,
+    output_dir: str | Path,
+    backbone: Callable[[], nn.Module],
+    config: ExtractConfig,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+    model_id: str = "",
+) -> tuple[FeatureStore, FeatureStore]:
+    """Train and val feature stores; image sources are extracted into ``output_dir/features/{train,val}``."""
+    stores = []
+    for split, source in (("train", train), ("val", val)):
+        stores.append(open_features(source, cache_dir=Path(output_dir) / "features" / split, backbone=backbone,
+                                    config=config, device=device, autocast=autocast, model_id=model_id))
+    return stores[0], stores[1]

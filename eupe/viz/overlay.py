@@ -1,0 +1,65 @@
+"""Pictures of trained dense heads' predictions: segmentation classes blended over the image, depth beside it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..eval.depth import load_depth_head, predict_depth
+from ..eval.segmentation import load_segmentation_head, predict_segmentation
+from ..eval.segmentation.protocol import SegEvalConfig
+from ..eval.segmentation.transforms import resize_short_side
+from .colors import class_palette, colorize_depth
+from .images import side_by_side, to_batch
+
+
+def segmentation_overlay(image: Image.Image, classes: np.ndarray, alpha: float = 0.5,
+                         palette: np.ndarray | None = None) -> Image.Image:
+    """``image`` blended with the colour of each pixel's class (``classes``: ``[H, W]`` ints of the image size)."""
+    if classes.shape != (image.height, image.width):
+        raise ValueError(f"class map {classes.shape} does not match the image size {image.height}x{image.width}")
+    palette = class_palette(int(classes.max()) + 1) if palette is None else palette
+    colours = palette[classes].astype(np.float32)
+    blended = (1 - alpha) * np.asarray(image.convert("RGB"), dtype=np.float32) + alpha * colours
+    return Image.fromarray(blended.round().astype(np.uint8))
+
+
+def segmentation_pictures(
+    backbone: nn.Module, head_path: str | Path, images: list[Image.Image], size: int | None = None,
+    alpha: float = 0.5, device: torch.device | str = "cpu",
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> list[Image.Image]:
+    """Each image (short side ``size``, default: the head's evaluation size) beside its predicted classes."""
+    head, meta = load_segmentation_head(head_path)
+    head = head.to(device)
+    eval_cfg = SegEvalConfig(**meta["eval"])
+    palette = class_palette(meta["num_classes"])
+    pictures = []
+    for image in images:
+        resized = resize_short_side(image, size or eval_cfg.img_size)
+        with torch.inference_mode():
+            logits = predict_segmentation(backbone, head, to_batch([resized], device), eval_cfg, autocast)
+        classes = logits.argmax(1)[0].cpu().numpy()
+        pictures.append(side_by_side(resized, segmentation_overlay(resized, classes, alpha, palette)))
+    return pictures
+
+
+def depth_pictures(
+    backbone: nn.Module, head_path: str | Path, images: list[Image.Image], size: int = 480,
+    device: torch.device | str = "cpu", autocast: contextlib.AbstractContextManager | None = None,
+) -> list[Image.Image]:
+    """Each image (short side ``size``) beside its predicted depth (near = bright), flip-TTA as in evaluation."""
+    head, _ = load_depth_head(head_path)
+    head = head.to(device)
+    pictures = []
+    for image in images:
+        resized = resize_short_side(image, size)
+        with torch.inference_mode():
+            depth = predict_depth(backbone, head, to_batch([resized], device), flip_tta=True, autocast=autocast)
+        pictures.append(side_by_side(resized, colorize_depth(depth[0, 0].cpu().numpy())))
+    return pictures

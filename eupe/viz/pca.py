@@ -1,0 +1,93 @@
+"""PCA pictures of patch features: the first three principal components of the tokens of a set of images shown as
+RGB, optionally only over the foreground (tokens above a threshold of the first component).
+
+The components are fitted jointly over the patch tokens of all given images, so colours are comparable across them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..eval.dense import extract_patch_features, feature_stride
+from .images import resize_to_stride, side_by_side, to_batch
+
+logger = logging.getLogger(__name__)
+
+
+def fit_pca(tokens: Tensor, n_components: int = 3) -> tuple[Tensor, Tensor]:
+    """``[N, D]`` tokens -> (mean ``[D]``, components ``[n, D]``), each component's sign fixed so that its
+    largest-magnitude loading is positive (a deterministic choice)."""
+    if tokens.shape[0] < 2:
+        raise ValueError(f"PCA needs at least 2 tokens, got {tokens.shape[0]}")
+    tokens = tokens.double()
+    mean = tokens.mean(0)
+    _, _, vh = torch.linalg.svd(tokens - mean, full_matrices=False)
+    components = vh[:n_components]
+    signs = torch.sign(components.gather(1, components.abs().argmax(1, keepdim=True)))
+    return mean, components * signs
+
+
+def _scale(values: Tensor, reference: Tensor) -> Tensor:
+    """Per-column affine map of ``values`` to [0, 1] using ``reference``'s 1st and 99th percentiles (clipped)."""
+    lo, hi = torch.quantile(reference, 0.01, dim=0), torch.quantile(reference, 0.99, dim=0)
+    return ((values - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
+
+
+def _border(h: int, w: int) -> Tensor:
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[0], mask[-1], mask[:, 0], mask[:, -1] = True, True, True, True
+    return mask.flatten()
+
+
+def foreground_masks(maps: list[Tensor], threshold: float) -> list[Tensor]:
+    """Per image ``[h*w]`` masks: first principal component, scaled to [0, 1] over all tokens, above
+    ``threshold``. The component's sign is chosen so that image-border tokens (mostly background) score low."""
+    tokens = torch.cat([m.flatten(1).T for m in maps]).double()
+    mean, pc = fit_pca(tokens, 1)
+    scores = [(m.flatten(1).T.double() - mean) @ pc[0] for m in maps]
+    border = torch.cat([s[_border(*m.shape[-2:])] for s, m in zip(scores, maps)])
+    if border.mean() > torch.cat(scores).mean():
+        scores = [-s for s in scores]
+    everything = torch.cat(scores)
+    lo, hi = everything.min(), everything.max()
+    return [((s - lo) / (hi - lo).clamp(min=1e-12)) > threshold for s in scores]
+
+
+def pca_rgb(maps: list[Tensor], foreground_threshold: float | None = None) -> list[np.ndarray]:
+    """``[D, h, w]`` feature maps -> ``[h, w, 3]`` uint8 pictures of their first three principal components.
+
+    With ``foreground_threshold`` the components are fitted on the foreground tokens only and the background is
+    black.
+    """
+    flat = [m.flatten(1).T.double() for m in maps]
+    masks = (foreground_masks(maps, foreground_threshold) if foreground_threshold is not None
+             else [torch.ones(len(f), dtype=torch.bool) for f in flat])
+    fitted = torch.cat([f[m] for f, m in zip(flat, masks)])
+    if len(fitted) < 3:
+        raise ValueError(f"only {len(fitted)} foreground tokens; lower the foreground threshold")
+    mean, components = fit_pca(fitted, 3)
+    reference = (fitted - mean) @ components.T
+    pictures = []
+    for f, mask, m in zip(flat, masks, maps):
+        rgb = _scale((f - mean) @ components.T, reference) * mask[:, None]
+        pictures.append((rgb.reshape(*m.shape[-2:], 3).numpy() * 255).round().astype(np.uint8))
+    return pictures
+
+
+def pca_pictures(
+    backbone: nn.Module, images: list[Image.Image], size: int = 448, foreground_threshold: float | None = None,
+    device: torch.device | str = "cpu", autocast: contextlib.AbstractContextManager | None = None,
+) -> list[Image.Image]:
+    """For each image: the (resized) image beside its PCA picture, upsampled to the image size (nearest)."""
+    stride = feature_stride(backbone)
+    resized = [resize_to_stride(image, size, stride) for image in images]
+    maps = [extract_patch_features(backbone, to_batch([image], device), autocast)[0].cpu() for image in resized]
+    pictures = pca_rgb(maps, foreground_threshold)
+    return [side_by_side(image, Image.fromarray(p).resize(image.size, Image.NEAREST))
+            for image, p in zip(resized, pictures)]

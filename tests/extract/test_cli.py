@@ -1,0 +1,44 @@
+"""``eupe extract`` end to end on a tiny tree with a tiny backbone."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import eupe.cli.main as cli_main
+from eupe.extract import FeatureStore
+
+
+@pytest.fixture
+def main(monkeypatch):
+    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("extract",))
+    return cli_main.main
+
+
+def test_extract_cli(tmp_path, main, capsys):
+    src = tmp_path / "imgs"
+    (src / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((30, 40, 3), 50 * i, np.uint8)).save(src / "a" / f"{i}.jpg")
+    Image.new("CMYK", (40, 30), (0, 50, 100, 0)).save(src / "a" / "cmyk.jpg")
+    (src / "a" / "zero.jpg").write_bytes(b"")
+    args = ["extract", str(src), "--output-dir", str(tmp_path / "out"), "--model", "eupe_vitt16", "--weights",
+            "random", "--arch", "depth=1", "--resolution", "32", "--num-workers", "0", "--patch-tokens",
+            "--format", "npy", "--set", "shard_size=2", "--no-progress"]
+    assert main(args) == 0
+    assert "4 images" in capsys.readouterr().out
+    store = FeatureStore(tmp_path / "out")
+    assert store.keys == ["cls", "patch"] and store.load("patch").shape == (4, 4, 192)
+    assert store.manifest["settings"]["shard_size"] == 2 and store.manifest["num_shards"] == 3
+    with open(tmp_path / "out" / "skipped.csv") as f:
+        assert [r["path"].endswith("zero.jpg") for r in csv.DictReader(f)] == [True]
+    assert main(args) == 0  # rerun: already complete
+
+    assert main(["extract", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o2"), "--weights", "random",
+                 "--arch", "depth=1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["extract", str(src), "--output-dir", str(tmp_path / "o3"), "--set", "bogus=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""Retrieval grids, colours, overlays and the `eupe visualize` command on tiny images and heads."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from eupe.cli import visualize
+from eupe.eval.dense import LinearProbeHead, save_head
+from eupe.eval.depth import DepthHead
+from eupe.viz import class_palette, colorize_depth, colormap, nearest_neighbours, segmentation_overlay
+
+
+def test_nearest_neighbours_by_cosine_and_exclusion():
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    g = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]]), dim=-1)
+    scores, idx = nearest_neighbours(q, g, k=2)
+    assert idx.tolist() == [[0, 2], [1, 2]]
+    assert scores[0, 0] == pytest.approx(1 / np.sqrt(1.01))
+    exclude = torch.tensor([[True, False, False, False], [False, True, False, False]])
+    assert nearest_neighbours(q, g, k=2, exclude=exclude)[1].tolist() == [[2, 1], [2, 0]]
+    with pytest.raises(ValueError, match="no image to retrieve"):
+        nearest_neighbours(q[:1], g[:1], k=1, exclude=torch.tensor([[True]]))
+
+
+def test_colours():
+    palette = class_palette(150)
+    assert palette.shape == (150, 3) and len({tuple(c) for c in palette}) == 150
+    ramp = colormap(np.array([0.0, 0.5, 1.0, 2.0]))
+    assert ramp[0].tolist() == [68, 1, 84] and ramp[2].tolist() == [253, 231, 37] and (ramp[3] == ramp[2]).all()
+    depth = np.array([[1.0, 5.0]])
+    coloured = colorize_depth(depth, 1.0, 5.0)
+    assert coloured[0, 0].tolist() == [253, 231, 37] and coloured[0, 1].tolist() == [68, 1, 84]  # near = bright
+
+
+def test_segmentation_overlay_blends_class_colours():
+    image = Image.new("RGB", (3, 2), (100, 100, 100))
+    classes = np.array([[0, 1, 1], [0, 0, 1]])
+    palette = np.array([[0, 0, 0], [200, 0, 0]], dtype=np.uint8)
+    out = np.asarray(segmentation_overlay(image, classes, alpha=0.5, palette=palette))
+    assert out[0, 0].tolist() == [50, 50, 50] and out[0, 1].tolist() == [150, 50, 50]
+    with pytest.raises(ValueError, match="does not match"):
+        segmentation_overlay(image, classes[:1], palette=palette)
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser()
+    visualize.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / cls / f"{cls}{i}.jpg")
+    return folder
+
+
+BACKBONE = ["--model", "eupe_vitt16", "--weights", "random", "--arch", "depth=1"]
+
+
+def test_cli_pca_and_retrieval(photos, tmp_path, capsys):
+    assert _cli(["visualize", "pca", str(photos), "--output-dir", str(tmp_path / "pca"), "--size", "32",
+                 "--foreground-threshold", "0.3", *BACKBONE]) == 0
+    written = sorted(p.name for p in (tmp_path / "pca").iterdir())
+    assert written == ["000_a0_pca.png", "001_a1_pca.png", "002_b0_pca.png", "003_b1_pca.png"]
+    assert Image.open(tmp_path / "pca" / written[0]).size == (32 * 2 + 4, 32)  # 48x40 -> 38x32 -> 32x32
+    assert _cli(["visualize", "retrieval", str(photos / "a"), "--gallery", str(photos), "-k", "2",
+                 "--size", "32", "--output-dir", str(tmp_path / "ret"), *BACKBONE]) == 0
+    grid = Image.open(tmp_path / "ret" / "retrieval.png")
+    assert grid.size == (3 * (128 + 6 + 4), 2 * (128 + 6 + 16 + 4))
+    assert "retrieval.png" in capsys.readouterr().out
+
+
+def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
+    torch.manual_seed(0)
+    seg = LinearProbeHead(192, 5)
+    save_head(tmp_path / "seg.pt", seg, task="segmentation", meta={
+        "in_dim": 192, "num_classes": 5, "model": "x", "eval": {"img_size": 32, "crop_size": 32, "stride": 21}})
+    depth = DepthHead(192, n_bins=8)
+    save_head(tmp_path / "depth.pt", depth, task="depth", meta={"in_dim": 192, "model": "x", "head": {
+        "n_bins": 8, "min_depth": 0.001, "max_depth": 10.0, "bin_strategy": "linear", "norm_strategy": "linear"}})
+    assert _cli(["visualize", "segmentation", str(photos / "a" / "a0.jpg"), "--head", str(tmp_path / "seg.pt"),
+                 "--output-dir", str(tmp_path / "out"), *BACKBONE]) == 0
+    assert Image.open(tmp_path / "out" / "000_a0_segmentation.png").size == (38 * 2 + 4, 32)
+    assert _cli(["visualize", "depth", str(photos / "b"), "--head", str(tmp_path / "depth.pt"), "--size", "24",
+                 "--output-dir", str(tmp_path / "out"), *BACKBONE]) == 0
+    assert Image.open(tmp_path / "out" / "001_b1_depth.png").size == (29 * 2 + 4, 24)
+    with pytest.raises(ValueError, match="holds a 'depth' head"):
+        _cli(["visualize", "segmentation", str(photos / "a"), "--head", str(tmp_path / "depth.pt"),
+              "--output-dir", str(tmp_path / "bad"), *BACKBONE])
