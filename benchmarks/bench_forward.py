@@ -27,6 +27,12 @@ import eupe
 from eupe.models import VisionTransformer
 
 
+def _naive_rope(t: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    body = t[:, :, num_prefix:]
+    x1, x2 = body.chunk(2, -1)
+    return torch.cat([t[:, :, :num_prefix], body * cos + torch.cat([-x2, x1], -1) * sin], 2)
+
+
 def naive_forward_features(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     """Straightforward ViT forward with the same weights; returns the normalised patch tokens."""
     tokens = model.patch_embed.proj(x)
@@ -42,13 +48,7 @@ def naive_forward_features(model: VisionTransformer, x: torch.Tensor) -> torch.T
         qkv_bias = attn.qkv.bias * attn.qkv.bias_mask
         qkv = F.linear(h, attn.qkv.weight, qkv_bias).reshape(B, -1, 3, attn.num_heads, attn.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-
-        def rotate(t: torch.Tensor) -> torch.Tensor:
-            body = t[:, :, p:]
-            x1, x2 = body.chunk(2, -1)
-            return torch.cat([t[:, :, :p], body * cos + torch.cat([-x2, x1], -1) * sin], 2)
-
-        q, k = rotate(q), rotate(k)
+        q, k = _naive_rope(q, sin, cos, p), _naive_rope(k, sin, cos, p)
         weights = (q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)).softmax(-1)
         out = attn.proj((weights @ v).transpose(1, 2).reshape(B, -1, D))
         x = x + out * blk.ls1.gamma

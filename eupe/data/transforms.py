@@ -43,7 +43,8 @@ class EvalTransform:
         return (x - self.mean) / self.std
 
     def __repr__(self) -> str:
-        return f"EvalTransform(size={self.size}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
+        return f"EvalTransform(size={self.size}, mean={mean}, std={std})"
 
 
 def make_transform(resize_size: int = 256) -> EvalTransform:

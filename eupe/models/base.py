@@ -45,6 +45,17 @@ class Backbone(nn.Module):
         return self.head(features["x_norm_clstoken"])
 
 
+def feature_dict(x_norm: Tensor, num_prefix: int, x_prenorm: Tensor, masks: Tensor | None) -> FeatureDict:
+    """Splits normalised ``[class, storage..., patches...]`` tokens into the reference's output dict."""
+    return {
+        "x_norm_clstoken": x_norm[:, 0],
+        "x_storage_tokens": x_norm[:, 1:num_prefix],
+        "x_norm_patchtokens": x_norm[:, num_prefix:],
+        "x_prenorm": x_prenorm,
+        "masks": masks,
+    }
+
+
 def format_intermediate_outputs(
     patches: list[Tensor],
     class_tokens: list[Tensor],

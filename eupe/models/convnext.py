@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import DropPath, LayerNorm2d
-from .base import Backbone, FeatureDict, format_intermediate_outputs, resolve_layer_indices
+from .base import Backbone, FeatureDict, feature_dict, format_intermediate_outputs, resolve_layer_indices
 from .registry import PretrainedCfg, register_model
 
 
@@ -100,14 +100,7 @@ class ConvNeXt(Backbone):
         pooled = x.mean((-2, -1))
         patches = x.flatten(2).transpose(1, 2)
         x_norm = self.norm(torch.cat([pooled.unsqueeze(1), patches], dim=1))
-        return {
-            "x_norm_clstoken": x_norm[:, 0],
-            "x_storage_tokens": x_norm[:, 1:1],
-            "x_norm_patchtokens": x_norm[:, 1:],
-            "x_prenorm": patches,
-            "masks": masks,
-        }
-
+        return feature_dict(x_norm, 1, patches, masks)
 
     def get_intermediate_layers(
         self,

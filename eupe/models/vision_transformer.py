@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import LayerScale, LinearKMaskedBias, PatchEmbed, RopePositionEmbedding, SelfAttentionBlock
-from .base import Backbone, FeatureDict, format_intermediate_outputs, resolve_layer_indices
+from .base import Backbone, FeatureDict, feature_dict, format_intermediate_outputs, resolve_layer_indices
 from .registry import PretrainedCfg, register_model
 
 # The reference's norm-layer names; "layernormbf16" is a plain LayerNorm with eps 1e-5.
@@ -158,16 +158,7 @@ class VisionTransformer(Backbone):
     def _forward_features_single(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
         tokens, grid = self.prepare_tokens(x, masks)
         tokens, _ = self._run_blocks(tokens, grid)
-        x_norm = self.norm(tokens)
-        p = self.num_prefix_tokens
-        return {
-            "x_norm_clstoken": x_norm[:, 0],
-            "x_storage_tokens": x_norm[:, 1:p],
-            "x_norm_patchtokens": x_norm[:, p:],
-            "x_prenorm": tokens,
-            "masks": masks,
-        }
-
+        return feature_dict(self.norm(tokens), self.num_prefix_tokens, tokens, masks)
 
     def get_intermediate_layers(
         self,
