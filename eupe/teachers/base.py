@@ -57,10 +57,11 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)  # teachers are always frozen in eval mode
 
-    @torch.inference_mode()
     def forward(self, images: Tensor) -> TeacherOutput:
-        x = self.preprocess(images.float())
-        use_bf16 = self.autocast and x.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.features(x)
-        return TeacherOutput(out.summary.float(), out.patches.float())
+        with torch.inference_mode():
+            x = self.preprocess(images.float())
+            use_bf16 = self.autocast and x.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = self.features(x)
+        # Cloned outside inference mode: normal tensors that losses may save for backward.
+        return TeacherOutput(out.summary.float().clone(), out.patches.float().clone())
