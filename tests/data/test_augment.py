@@ -10,8 +10,18 @@ import torch
 from PIL import Image, ImageFilter
 
 from eupe.config import ConfigError, load_config
-from eupe.data.augment import (Augment, AugmentConfig, adjust_hue, crop_box, gaussian_blur, grayscale,
-                               hsv_to_rgb, resized_crop, rgb_to_hsv, solarize)
+from eupe.data.augment import (
+    Augment,
+    AugmentConfig,
+    adjust_hue,
+    crop_box,
+    gaussian_blur,
+    grayscale,
+    hsv_to_rgb,
+    resized_crop,
+    rgb_to_hsv,
+    solarize,
+)
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from PIL import Image
 
 from eupe.data.augment import AugmentConfig
 from eupe.data.images import ImageDecodeError, ImageSourceError
-from eupe.data.sources import (BatchPlan, FileSource, ImageStream, Position, StreamConfig, TarShardSource,
-                               open_source)
+from eupe.data.sources import BatchPlan, FileSource, ImageStream, Position, StreamConfig, TarShardSource, open_source
 
 AUG = AugmentConfig(size=16)
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eupe.teachers.common import (MissingTeacherDependency, TeacherError, import_optional, package_dir,
-                                  resolve_callable, tokens_to_grid)
+from eupe.teachers.common import (
+    MissingTeacherDependency,
+    TeacherError,
+    import_optional,
+    package_dir,
+    resolve_callable,
+    tokens_to_grid,
+)
 
 
 def test_tokens_to_grid_drops_prefix_and_keeps_row_major_order():
