@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from .eval_segmentation import add_probe_args, probe_overrides, run_protocol
-from .common import resolve_config
+from .eval_common import add_probe_command, run_trained_probe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("depth", help="NYUv2 linear depth (RMSE)", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_probe_args(parser)
-    parser.set_defaults(func=run)
+    add_probe_command(subparsers, "depth", "NYUv2 linear depth (RMSE)", __doc__, run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.depth import DepthConfig, run_depth
 
-    cfg = resolve_config(DepthConfig, args, probe_overrides(args))
-    return run_protocol(args, cfg, run_depth, cfg.data.root)
+    return run_trained_probe(args, DepthConfig, run_depth)

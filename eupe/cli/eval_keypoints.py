@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from .eval_segmentation import add_probe_args, run_protocol
 from .common import flag_overrides, resolve_config
+from .eval_common import add_probe_command, run_protocol
 
 FLAGS = ("root", "pairs_per_category", "image_size")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("keypoints", help="SPair-71k keypoint correspondence (PCK@0.1)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_probe_args(parser, trained=False)
+    parser = add_probe_command(subparsers, "keypoints", "SPair-71k keypoint correspondence (PCK@0.1)", __doc__, run,
+                               trained=False)
     parser.add_argument("--pairs-per-category", type=int, default=None, help="pairs per category (default 100)")
     parser.add_argument("--image-size", type=int, default=None, help="side of the resized images (default 512)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

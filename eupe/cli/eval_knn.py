@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 
 from ..eval.knn import PROTOCOLS, TIE_BREAKS, KnnRunConfig, run_knn
-from .common import (add_backbone_args, add_config_args, autocast_for, flag_overrides, lazy_backbone, model_id,
-                     resolve_config, resolve_device)
-from .extract import EXTRACT_FLAGS, add_extract_args
+from .common import flag_overrides
+from .eval_common import add_split_args, finish_feature_eval_parser, run_feature_eval
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("knn", help="k-NN classification (paper + reference protocols)",
                                    description=__doc__)
-    parser.add_argument("--data", default=None, help="root holding train/<class>/* and val/<class>/*")
-    parser.add_argument("--train", default=None, help="train feature folder or image source (instead of --data)")
-    parser.add_argument("--val", default=None, help="val feature folder or image source (instead of --data)")
+    add_split_args(parser)
     parser.add_argument("--output-dir", required=True, help="where config.yaml and results.json/.csv go")
     parser.add_argument("--feature-key", default=None, help="stored features to use (default cls)")
     g = parser.add_argument_group("k-NN")
@@ -30,21 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--tie-break", choices=TIE_BREAKS, default=None, help="majority-vote ties (default nearest)")
     g.add_argument("--query-chunk", type=int, default=None, help="queries per chunk (default 1024)")
     g.add_argument("--train-chunk", type=int, default=None, help="train rows per chunk (default 65536)")
-    add_backbone_args(parser)
-    add_extract_args(parser)
-    add_config_args(parser)
-    parser.set_defaults(func=run)
+    finish_feature_eval_parser(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = [
-        *flag_overrides(args, ("data", "train", "val", "feature_key", "model", "weights")),
-        *flag_overrides(args, EXTRACT_FLAGS, "extract."),
+    return run_feature_eval(args, KnnRunConfig, run_knn, [
+        *flag_overrides(args, ("feature_key",)),
         *flag_overrides(args, ("protocol", "paper_ks", "reference_ks", "temperature", "tie_break", "query_chunk",
                                "train_chunk"), "knn."),
-    ]
-    config = resolve_config(KnnRunConfig, args, overrides)
-    device = resolve_device(args.device)
-    run_knn(config, args.output_dir, backbone=lazy_backbone(args), device=device,
-            autocast=autocast_for(args, device), model_id=model_id(args))
-    return 0
+    ])

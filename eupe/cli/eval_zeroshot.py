@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 
 from ..eval.zeroshot import ZeroShotRunConfig, run_zeroshot
-from .common import (add_backbone_args, add_config_args, autocast_for, flag_overrides, lazy_backbone, model_id,
-                     resolve_config, resolve_device)
-from .extract import EXTRACT_FLAGS, add_extract_args
+from .common import flag_overrides
+from .eval_common import finish_feature_eval_parser, run_feature_eval
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,19 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "default: the checkpoint's")
     parser.add_argument("--teacher", default=None, help="which teacher's head (default: the only/first one)")
     parser.add_argument("--output-dir", required=True, help="where config.yaml and results go")
-    add_backbone_args(parser)
-    add_extract_args(parser)
-    add_config_args(parser)
-    parser.set_defaults(func=run)
+    finish_feature_eval_parser(parser, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = [
-        *flag_overrides(args, ("data", "class_embeddings", "class_names", "head", "teacher", "model", "weights")),
-        *flag_overrides(args, EXTRACT_FLAGS, "extract."),
-    ]
-    config = resolve_config(ZeroShotRunConfig, args, overrides)
-    device = resolve_device(args.device)
-    run_zeroshot(config, args.output_dir, backbone=lazy_backbone(args), device=device,
-                 autocast=autocast_for(args, device), model_id=model_id(args))
-    return 0
+    return run_feature_eval(args, ZeroShotRunConfig, run_zeroshot,
+                            flag_overrides(args, ("class_embeddings", "class_names", "head", "teacher")))

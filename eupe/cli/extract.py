@@ -8,10 +8,19 @@ from __future__ import annotations
 import argparse
 
 from ..extract import ExtractConfig, extract_features
-from ..extract.transforms import RESIZE_MODES
 from ..extract.store import DTYPES, FORMATS
-from .common import (add_backbone_args, add_config_args, autocast_for, backbone_from_args, flag_overrides, model_id,
-                     resolve_config, resolve_device)
+from ..extract.transforms import RESIZE_MODES
+from .common import (
+    add_backbone_args,
+    add_config_args,
+    autocast_for,
+    backbone_from_args,
+    flag_overrides,
+    model_id,
+    resolve_config,
+    resolve_device,
+)
+
 
 def add_extract_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("extraction")

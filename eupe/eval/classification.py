@@ -1,4 +1,5 @@
-"""Metrics shared by the classification protocols (k-NN, linear, zero-shot): top-k and per-class accuracy.
+"""What the classification protocols (k-NN, linear, zero-shot) share: labelled train/val features, top-k and
+per-class accuracy.
 
 Predictions are given as ranked class indices ``[N, K]`` (best first); ``-1`` marks "no class" (e.g. a k-NN
 vote that reached fewer than ``K`` classes), which never counts as correct.
@@ -7,10 +8,13 @@ vote that reached fewer than ``K`` classes), which never counts as correct.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+
+from ..extract import ExtractConfig, FeatureBackbone, FeatureStore, open_splits, resolve_splits
 
 
 @dataclass
@@ -28,6 +32,10 @@ class ClassificationResult:
         out["mean_per_class_top1"] = sum(valid) / len(valid) if valid else float("nan")
         out["num_samples"] = self.num_samples
         return out
+
+    def headline(self) -> str:
+        """``top1 <acc>`` and, when evaluated, `` top5 <acc>``, for a run's one-line summary."""
+        return f"top1 {self.topk[1]:.2f}" + (f" top5 {self.topk[5]:.2f}" if 5 in self.topk else "")
 
 
 def rank_scores(scores: Tensor, k: int) -> Tensor:
@@ -79,3 +87,36 @@ def align_labels(labels: Tensor, class_names: Sequence[str], target_names: Seque
                          f"{' ...' if len(unknown) > 10 else ''}; use the same class folders in both splits")
     mapping = torch.tensor([position[name] for name in class_names], dtype=torch.long)
     return mapping[labels]
+
+
+@dataclass
+class LabelledSplits:
+    """Train and val features with their labels as indices into the training classes."""
+
+    train: FeatureStore
+    val: FeatureStore
+    train_labels: Tensor
+    val_labels: Tensor
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+
+def open_labelled_splits(
+    data: str | None, train: str | None, val: str | None, *, output_dir: str | Path, backbone: FeatureBackbone,
+    extract: ExtractConfig, protocol: str,
+) -> LabelledSplits:
+    """The features of ``data`` (an ImageNet-style root) or of explicit ``train``/``val`` sources, read or extracted
+    (:func:`~eupe.extract.open_splits`), with the val labels re-indexed into the training classes.
+
+    ``protocol`` names the evaluation in the error raised when the training set has no classes.
+    """
+    train_src, val_src = resolve_splits(data, train, val)
+    train_store, val_store = open_splits(train_src, val_src, output_dir=output_dir, backbone=backbone, config=extract)
+    classes = train_store.class_names
+    if not classes:
+        raise ValueError(f"The training set {train_src} has no classes: {protocol} needs labelled training images")
+    train_labels = align_labels(train_store.labels, classes, classes, f"training set {train_src}")
+    val_labels = align_labels(val_store.labels, val_store.class_names, classes, f"validation set {val_src}")
+    return LabelledSplits(train_store, val_store, train_labels, val_labels)

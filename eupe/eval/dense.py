@@ -1,5 +1,6 @@
-"""Shared machinery of the dense linear probes (segmentation, depth): frozen patch features, the BatchNorm + 1x1
-linear head, the warm-up + one-cycle schedule, the head training loop, sliding-window inference and head files.
+"""Shared machinery of the dense linear probes (segmentation, depth): (image, per-pixel target) datasets, frozen patch
+features, the BatchNorm + 1x1 linear head, the warm-up + one-cycle schedule, the head training loop, sliding-window
+inference, the evaluation loop and head files.
 
 The backbone is never trained: its last-layer patch tokens (after the backbone norm, as the paper's protocols
 specify) are computed under ``inference_mode`` and only the small head receives gradients.
@@ -15,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -24,12 +25,56 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..data.images import load_image
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
 CONVNEXT_STRIDE = 32
+
+
+class ImageSample(Protocol):
+    """A dataset sample with the path of its RGB image."""
+
+    @property
+    def image(self) -> Path: ...
+
+
+S = TypeVar("S", bound=ImageSample)
+T = TypeVar("T")
+H = TypeVar("H", bound=nn.Module)
+
+
+class ImageTargetDataset(torch.utils.data.Dataset, Generic[S, T]):
+    """Decoded (RGB image, per-pixel target array) pairs of the same size, passed through ``transform``.
+
+    Subclasses read a sample's target (:meth:`read_target`) and word the error for a target whose size is not the
+    image's (:meth:`size_mismatch`).
+    """
+
+    def __init__(self, samples: list[S], transform: Callable[[Image.Image, np.ndarray], T]) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_target(self, sample: S) -> np.ndarray:
+        raise NotImplementedError
+
+    def size_mismatch(self, sample: S, target: np.ndarray, image: Image.Image) -> Exception:
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        sample = self.samples[index]
+        image = load_image(sample.image)
+        target = self.read_target(sample)
+        if target.shape != (image.height, image.width):
+            raise self.size_mismatch(sample, target, image)
+        return image, target
+
+    def __getitem__(self, index: int) -> T:
+        return self.transform(*self.load(index))
 
 
 def image_to_tensor(image: Image.Image | np.ndarray) -> Tensor:
@@ -60,7 +105,7 @@ def extract_patch_features(
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    """Zero-pads ``[B, C, H, W]`` at the bottom/right so H and W are multiples of ``multiple``; returns (padded, (H, W))."""
+    """Zero-pads ``[B, C, H, W]`` at the bottom/right to multiples of ``multiple``; returns (padded, (H, W))."""
     h, w = images.shape[-2:]
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     return (F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images), (h, w)
@@ -251,6 +296,45 @@ def train_head(
     return {"final_loss": sum(recent) / len(recent), "final_lr": lr}
 
 
+def train_probe_head(
+    backbone: nn.Module,
+    build_head: Callable[[], H],
+    dataset: torch.utils.data.Dataset,
+    criterion: Callable[[Tensor, Tensor], Tensor],
+    cfg: OptimConfig,
+    *,
+    iterations: int,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+    desc: str = "train",
+) -> tuple[H, dict[str, float]]:
+    """Builds a head once the RNGs are seeded (so its init depends on ``seed`` only) and trains it with
+    :func:`train_head` on ``dataset``'s (image, target) batches over the frozen ``backbone``; ``criterion(prediction,
+    target)`` scores the head's output upsampled to the image size. Returns (head in eval mode, training stats)."""
+    loader = train_loader(dataset, batch_size, num_workers, seed, device)
+    head = build_head().to(device)
+
+    def loss_fn(head: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        images, target = (x.to(device, non_blocking=True) for x in batch)
+        return criterion(dense_predict(backbone, head, images, autocast), target)
+
+    return head, train_head(head, cycle(loader), loss_fn, cfg, iterations, desc=desc)
+
+
+def evaluation_batches(dataset: torch.utils.data.Dataset, num_workers: int, desc: str) -> Iterable[Any]:
+    """The evaluation items one at a time (batches of one, in order), with a progress bar."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    return tqdm(loader, desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+
+def resize_like(prediction: Tensor, target: Tensor) -> Tensor:
+    """``prediction`` ``[B, C, h, w]`` resized bilinearly to the spatial size of ``target``."""
+    return F.interpolate(prediction, size=target.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def save_head(path: str | Path, head: nn.Module, *, task: str, meta: dict[str, Any]) -> None:
     """Writes the head's weights with what is needed to rebuild it (``task`` and constructor ``meta``)."""
     state = {f"head.{k}": v.detach().cpu() for k, v in head.state_dict().items()}
@@ -274,19 +358,40 @@ def load_head_file(path: str | Path, task: str) -> tuple[dict[str, Tensor], dict
     return state, dict(blob["meta"])
 
 
+def load_head(path: str | Path, task: str, build: Callable[[dict[str, Any]], H]) -> tuple[H, dict[str, Any]]:
+    """Rebuilds a head saved by :func:`save_head`: ``build(meta)`` makes it, the file's weights fill it; returns
+    (head in eval mode, meta)."""
+    state, meta = load_head_file(path, task)
+    head = build(meta)
+    head.load_state_dict(state)
+    return head.eval(), meta
+
+
+def require_data_root(root: str, expected: str) -> None:
+    """Raises when no dataset root is configured; ``expected`` describes the folder wanted."""
+    if not root:
+        raise ValueError(f"no dataset root: pass --data-root or set data.root=PATH ({expected})")
+
+
 __all__ = [
+    "ImageTargetDataset",
     "LinearProbeHead",
     "OptimConfig",
     "WarmupOneCycle",
     "cycle",
     "dense_predict",
+    "evaluation_batches",
     "extract_patch_features",
     "feature_stride",
     "image_to_tensor",
+    "load_head",
     "load_head_file",
     "pad_to_multiple",
+    "require_data_root",
+    "resize_like",
     "save_head",
     "sliding_window",
     "train_head",
     "train_loader",
+    "train_probe_head",
 ]

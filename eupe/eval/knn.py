@@ -16,16 +16,15 @@ prediction slots are ``-1``), so top-5 never credits a class absent from the nei
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..extract import ExtractConfig, open_splits, resolve_splits
-from .classification import ClassificationResult, align_labels, evaluate_predictions
+from ..extract import ExtractConfig, FeatureBackbone
+from .classification import ClassificationResult, evaluate_predictions, open_labelled_splits
 from .results import write_run_outputs
 
 PROTOCOLS = ("paper", "reference", "both")
@@ -198,30 +197,17 @@ class KnnRunConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
 
 
-def run_knn(
-    config: KnnRunConfig,
-    output_dir: str | Path,
-    *,
-    backbone: Callable[[], nn.Module],
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
-    model_id: str = "",
-) -> dict[str, Any]:
+def run_knn(config: KnnRunConfig, output_dir: str | Path, *, backbone: FeatureBackbone) -> dict[str, Any]:
     """Features (read or extracted) -> k-NN -> ``config.yaml``, ``results.json``, ``results.csv`` in
     ``output_dir``; prints and returns the results."""
     config.knn.validate()
-    train_src, val_src = resolve_splits(config.data, config.train, config.val)
-    train, val = open_splits(train_src, val_src, output_dir=output_dir, backbone=backbone, config=config.extract,
-                             device=device, autocast=autocast, model_id=model_id)
-    if not train.class_names:
-        raise ValueError(f"The training set {train_src} has no classes: k-NN needs labelled training images")
-    train_labels = align_labels(train.labels, train.class_names, train.class_names, f"training set {train_src}")
-    val_labels = align_labels(val.labels, val.class_names, train.class_names, f"validation set {val_src}")
-    key = config.feature_key
-    results, table = evaluate_knn(train.load(key).flatten(1).to(device), train_labels,
-                                  val.load(key).flatten(1).to(device), val_labels,
-                                  train.class_names, config.knn)
-    results = {"num_train": len(train), "num_val": len(val), "num_classes": len(train.class_names),
+    splits = open_labelled_splits(config.data, config.train, config.val, output_dir=output_dir, backbone=backbone,
+                                  extract=config.extract, protocol="k-NN")
+    train, val, key = splits.train, splits.val, config.feature_key
+    results, table = evaluate_knn(train.load(key).flatten(1).to(backbone.device), splits.train_labels,
+                                  val.load(key).flatten(1).to(backbone.device), splits.val_labels,
+                                  splits.class_names, config.knn)
+    results = {"num_train": len(train), "num_val": len(val), "num_classes": len(splits.class_names),
                "skipped": {"train": len(train.skipped), "val": len(val.skipped)}, **results}
     heads = []
     for protocol, ks in (("paper", config.knn.paper_ks), ("reference", config.knn.reference_ks)):

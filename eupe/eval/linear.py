@@ -8,21 +8,20 @@ training set is then scored on the validation set and saved.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..extract import ExtractConfig, FeatureStore, open_splits, resolve_splits
+from ..extract import ExtractConfig, FeatureBackbone, FeatureStore
 from ..utils.io import atomic_torch_save
-from .classification import align_labels, evaluate_predictions, rank_scores
+from .classification import evaluate_predictions, open_labelled_splits, rank_scores
 from .results import write_run_outputs
 
 logger = logging.getLogger(__name__)
@@ -151,25 +150,15 @@ class LinearRunConfig:
     linear: LinearConfig = field(default_factory=LinearConfig)
 
 
-def run_linear(
-    config: LinearRunConfig,
-    output_dir: str | Path,
-    *,
-    backbone: Callable[[], nn.Module],
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
-    model_id: str = "",
-) -> dict[str, Any]:
+def run_linear(config: LinearRunConfig, output_dir: str | Path, *, backbone: FeatureBackbone) -> dict[str, Any]:
     """Features (read or extracted) -> probe sweep -> ``head.pt``, ``config.yaml``, ``results.json/.csv``."""
     config.linear.validate()
     needs_mean = any("patch_mean" in name.split("+") for name in config.linear.feature_sets)
     extract = dataclasses.replace(config.extract, patch_mean=config.extract.patch_mean or needs_mean)
-    train_src, val_src = resolve_splits(config.data, config.train, config.val)
-    train, val = open_splits(train_src, val_src, output_dir=output_dir, backbone=backbone, config=extract,
-                             device=device, autocast=autocast, model_id=model_id)
-    classes = train.class_names
-    train_labels = align_labels(train.labels, classes, classes, f"training set {train_src}").to(device)
-    val_labels = align_labels(val.labels, val.class_names, classes, f"validation set {val_src}").to(device)
+    splits = open_labelled_splits(config.data, config.train, config.val, output_dir=output_dir, backbone=backbone,
+                                  extract=extract, protocol="a linear probe")
+    train, val, classes, device = splits.train, splits.val, splits.class_names, backbone.device
+    train_labels, val_labels = splits.train_labels.to(device), splits.val_labels.to(device)
     train_sets = {k: v.to(device) for k, v in build_feature_sets(train, config.linear.feature_sets).items()}
     val_sets = {k: v.to(device) for k, v in build_feature_sets(val, list(train_sets)).items()}
     fit, hold = holdout_split(len(train_labels), config.linear.holdout_fraction, config.linear.seed)
@@ -187,7 +176,7 @@ def run_linear(
     results = {"num_train": len(train), "num_val": len(val), "num_classes": len(classes),
                "best": {"feature_set": probe.feature_set, "learning_rate": probe.learning_rate},
                "val": res.summary(), "sweep": probe.sweep}
-    summary = (f"linear: top1 {res.topk[1]:.2f}" + (f" top5 {res.topk[5]:.2f}" if 5 in res.topk else "")
-               + f" ({probe.feature_set}, lr {probe.learning_rate:g}; {len(train)} train, {len(val)} val) -> {out}")
+    summary = (f"linear: {res.headline()} ({probe.feature_set}, lr {probe.learning_rate:g}; {len(train)} train, "
+               f"{len(val)} val) -> {out}")
     write_run_outputs(out, config=config, results=results, summary=summary, table=res.per_class)
     return results

@@ -9,17 +9,16 @@ a head file in the same key layout (as distillation writes it). Class embeddings
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..extract import ExtractConfig, open_features
+from ..extract import ExtractConfig, FeatureBackbone, open_features
 from ..loading import read_state_dict
 from ..models import Projectors
 from .classification import align_labels, evaluate_predictions, rank_scores
@@ -95,15 +94,7 @@ class ZeroShotRunConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
 
-def run_zeroshot(
-    config: ZeroShotRunConfig,
-    output_dir: str | Path,
-    *,
-    backbone: Callable[[], nn.Module],
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
-    model_id: str = "",
-) -> dict[str, Any]:
+def run_zeroshot(config: ZeroShotRunConfig, output_dir: str | Path, *, backbone: FeatureBackbone) -> dict[str, Any]:
     """Class tokens (read or extracted) -> adapter head -> cosine with class embeddings -> top-k results."""
     if not config.data or not config.class_embeddings:
         raise ValueError("zero-shot needs --data (labelled images or a feature folder) and --class-embeddings")
@@ -111,19 +102,21 @@ def run_zeroshot(
     if config.head:
         teacher, head = select_class_head(read_state_dict(config.head), config.teacher, config.head)
     else:
-        teacher, head = select_class_head(backbone().projector_tensors, config.teacher, f"checkpoint of {model_id}")
+        teacher, head = select_class_head(backbone.load().projector_tensors, config.teacher,
+                                          f"checkpoint of {backbone.model_id}")
     store = open_features(config.data, cache_dir=Path(output_dir) / "features" / "val", backbone=backbone,
-                          config=config.extract, device=device, autocast=autocast, model_id=model_id)
+                          config=config.extract)
     names = read_class_names(config.class_names) if config.class_names else [str(i) for i in range(len(embeddings))]
     if len(names) != len(embeddings):
         raise ValueError(f"{config.class_names} names {len(names)} classes but {config.class_embeddings} has "
                          f"{len(embeddings)} rows")
     labels = _labels_for(store.labels, store.class_names, names, config)
+    device = backbone.device
     logits = zero_shot_logits(store.load(config.feature_key).to(device), head.to(device), embeddings.to(device))
     res = evaluate_predictions(rank_scores(logits, max(config.topk)), labels.to(device), names, config.topk)
     results = {"teacher": teacher, "num_images": len(store), "num_classes": len(names), **res.summary()}
-    summary = (f"zeroshot: top1 {res.topk[1]:.2f}" + (f" top5 {res.topk[5]:.2f}" if 5 in res.topk else "")
-               + f" (teacher {teacher}, {len(store)} images, {len(names)} classes) -> {output_dir}")
+    summary = (f"zeroshot: {res.headline()} (teacher {teacher}, {len(store)} images, {len(names)} classes) "
+               f"-> {output_dir}")
     write_run_outputs(output_dir, config=config, results=results, summary=summary, table=res.per_class)
     return results
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -45,39 +46,36 @@ def resolve_splits(data: str | None, train: str | None, val: str | None) -> tupl
     return train, val
 
 
+@dataclass(frozen=True)
+class FeatureBackbone:
+    """The backbone that turns image inputs of an evaluation into features.
+
+    ``load`` is only called when something must be extracted (evaluations on feature folders never need the
+    model); ``model_id`` is recorded in feature manifests so that features of two models are never mixed.
+    """
+
+    load: Callable[[], nn.Module]
+    device: torch.device
+    model_id: str
+    autocast: contextlib.AbstractContextManager | None = None
+
+
 def open_features(
-    source: str | Path,
-    *,
-    cache_dir: str | Path,
-    backbone: Callable[[], nn.Module],
-    config: ExtractConfig,
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
-    model_id: str,
+    source: str | Path, *, cache_dir: str | Path, backbone: FeatureBackbone, config: ExtractConfig
 ) -> FeatureStore:
     """The features of ``source``: a feature folder as is, or images extracted into ``cache_dir`` first
-    (resumable, and reused by a later run with the same settings). ``backbone`` is only called to extract."""
+    (resumable, and reused by a later run with the same settings)."""
     if is_feature_folder(source):
         logger.info("reading features from %s", source)
         return FeatureStore(source)
-    return extract_features(backbone(), source, cache_dir, config, device=device, autocast=autocast,
-                            model_id=model_id)
+    return extract_features(backbone.load(), source, cache_dir, config, device=backbone.device,
+                            autocast=backbone.autocast, model_id=backbone.model_id)
 
 
 def open_splits(
-    train: str | Path,
-    val: str | Path,
-    *,
-    output_dir: str | Path,
-    backbone: Callable[[], nn.Module],
-    config: ExtractConfig,
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
-    model_id: str = "",
+    train: str | Path, val: str | Path, *, output_dir: str | Path, backbone: FeatureBackbone, config: ExtractConfig
 ) -> tuple[FeatureStore, FeatureStore]:
     """Train and val feature stores; image sources are extracted into ``output_dir/features/{train,val}``."""
-    stores = []
-    for split, source in (("train", train), ("val", val)):
-        stores.append(open_features(source, cache_dir=Path(output_dir) / "features" / split, backbone=backbone,
-                                    config=config, device=device, autocast=autocast, model_id=model_id))
+    stores = [open_features(source, cache_dir=Path(output_dir) / "features" / split, backbone=backbone, config=config)
+              for split, source in (("train", train), ("val", val))]
     return stores[0], stores[1]

@@ -43,7 +43,9 @@ def class_token_features(
     return torch.cat(features), kept
 
 
-def nearest_neighbours(queries: Tensor, gallery: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def nearest_neighbours(
+    queries: Tensor, gallery: Tensor, k: int, exclude: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Top-``k`` cosine similarities and gallery indices ``[Q, k]`` of normalised features.
 
     ``exclude`` (``[Q, G]`` bool) removes pairs from the candidates, e.g. a query that is also in the gallery.

@@ -24,6 +24,8 @@ def test_topk_and_per_class_against_manual_counts():
     assert rows["d"]["n"] == 0 and math.isnan(rows["d"]["top1"])
     summary = res.summary()
     assert summary["mean_per_class_top1"] == pytest.approx((100 / 3 + 0 + 0) / 3) and summary["num_samples"] == 5
+    assert res.headline() == "top1 20.00 top5 80.00"
+    assert evaluate_predictions(ranked, labels, ["a", "b", "c", "d"], ks=(1,)).headline() == "top1 20.00"
 
 
 def test_rank_scores_caps_k():

@@ -9,8 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-import eupe.cli.eval as cli_eval
-import eupe.cli.main as cli_main
 from eupe.eval.knn import KnnConfig, evaluate_knn, knn_classify, knn_search, majority_vote, weighted_vote
 
 sklearn_neighbors = pytest.importorskip("sklearn.neighbors", reason="scikit-learn is the independent reference")
@@ -104,10 +102,8 @@ def make_split(root, split, n, rng):
 
 
 @pytest.fixture
-def main(monkeypatch):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("extract", "eval"))
-    monkeypatch.setattr(cli_eval, "PROTOCOLS", ("knn",))
-    return cli_main.main
+def main(eval_cli):
+    return eval_cli("knn", commands=("extract", "eval"))
 
 
 def test_knn_cli_end_to_end(tmp_path, main, capsys):

@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import eupe.cli.eval as cli_eval
-import eupe.cli.main as cli_main
 from eupe.eval.linear import LinearConfig, holdout_split, train_linear_probes
 
 
@@ -76,10 +74,8 @@ def test_holdout_split_and_validation():
 
 
 @pytest.fixture
-def main(monkeypatch):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval",))
-    monkeypatch.setattr(cli_eval, "PROTOCOLS", ("linear",))
-    return cli_main.main
+def main(eval_cli):
+    return eval_cli("linear")
 
 
 def test_linear_cli_end_to_end(tmp_path, main, capsys):

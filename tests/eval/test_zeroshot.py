@@ -10,8 +10,6 @@ import torch
 from PIL import Image
 
 import eupe
-import eupe.cli.eval as cli_eval
-import eupe.cli.main as cli_main
 from eupe.eval.zeroshot import load_class_embeddings, select_class_head, zero_shot_logits
 from eupe.extract import FeatureStore
 from eupe.models import Projectors
@@ -65,10 +63,8 @@ def test_class_embedding_files(tmp_path):
 
 
 @pytest.fixture
-def main(monkeypatch):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("eval",))
-    monkeypatch.setattr(cli_eval, "PROTOCOLS", ("zeroshot",))
-    return cli_main.main
+def main(eval_cli):
+    return eval_cli("zeroshot")
 
 
 def test_zeroshot_cli_with_checkpoint_heads_and_head_file(tmp_path, main, capsys):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from eupe.data.images import load_image
 from eupe.extract import ExtractConfig, FeatureStore, FeatureStoreError, extract_features, load_features
 from eupe.extract import store as store_lib
 from eupe.extract.transforms import make_eval_transform
-from eupe.data.images import load_image
 from tests.helpers import tiny_vit
 
 

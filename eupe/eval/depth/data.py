@@ -12,13 +12,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ...data.images import load_image
+from ..dense import ImageTargetDataset
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,26 +80,17 @@ def read_depth(path: str | Path, depth_scale: float = 1000.0) -> np.ndarray:
         return np.asarray(image).astype(np.float32) / depth_scale
 
 
-class DepthDataset(torch.utils.data.Dataset, Generic[T]):
+class DepthDataset(ImageTargetDataset[DepthSample, T]):
     """Decoded (RGB image, depth in metres) pairs passed through ``transform``; sizes must match."""
 
     def __init__(self, samples: list[DepthSample], transform: Callable[[Image.Image, np.ndarray], T],
                  depth_scale: float = 1000.0) -> None:
-        self.samples, self.transform, self.depth_scale = samples, transform, depth_scale
+        super().__init__(samples, transform)
+        self.depth_scale = depth_scale
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def read_target(self, sample: DepthSample) -> np.ndarray:
+        return read_depth(sample.depth, self.depth_scale)
 
-    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        sample = self.samples[index]
-        image = load_image(sample.image)
-        depth = read_depth(sample.depth, self.depth_scale)
-        if depth.shape != (image.height, image.width):
-            raise DepthDataError(
-                f"depth map {sample.depth} is {depth.shape[1]}x{depth.shape[0]} but its image {sample.image} is "
-                f"{image.width}x{image.height}"
-            )
-        return image, depth
-
-    def __getitem__(self, index: int) -> T:
-        return self.transform(*self.load(index))
+    def size_mismatch(self, sample: DepthSample, depth: np.ndarray, image: Image.Image) -> DepthDataError:
+        return DepthDataError(f"depth map {sample.depth} is {depth.shape[1]}x{depth.shape[0]} but its image "
+                              f"{sample.image} is {image.width}x{image.height}")

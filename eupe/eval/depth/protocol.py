@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from ..dense import OptimConfig, cycle, dense_predict, load_head_file, save_head, train_head, train_loader
+from ..dense import (
+    OptimConfig,
+    dense_predict,
+    evaluation_batches,
+    load_head,
+    require_data_root,
+    resize_like,
+    save_head,
+    train_probe_head,
+)
 from ..results import write_run_outputs
 from .data import DepthDataset, read_split_list
 from .head import BinStrategy, DepthHead, NormStrategy, SigLoss
@@ -103,18 +110,14 @@ def train_depth_head(
     augment = TrainAugment(tuple(t.crop_size), tuple(t.border_crop) if t.border_crop else None, t.rotation,
                            t.flip_prob, t.color_prob, tuple(t.brightness), tuple(t.gamma), tuple(t.color))
     dataset = DepthDataset(_split(cfg.data, train=True), augment, cfg.data.depth_scale)
-    loader = train_loader(dataset, t.batch_size, cfg.data.num_workers, t.seed, device)
-    head = DepthHead(backbone.embed_dim, h.n_bins, h.min_depth, h.max_depth, h.bin_strategy, h.norm_strategy)
-    head = head.to(device)
     sigloss = SigLoss(warmup_iters=t.loss_warmup_iters)
-
-    def loss_fn(head: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, depth = (x.to(device, non_blocking=True) for x in batch)
-        pred = dense_predict(backbone, head, images, autocast)
-        return sigloss(pred, depth, valid_mask(depth, h))
-
-    stats = train_head(head, cycle(loader), loss_fn, cfg.optim, t.iterations, desc="depth head")
-    return head, stats
+    return train_probe_head(
+        backbone,
+        lambda: DepthHead(backbone.embed_dim, h.n_bins, h.min_depth, h.max_depth, h.bin_strategy, h.norm_strategy),
+        dataset, lambda pred, depth: sigloss(pred, depth, valid_mask(depth, h)), cfg.optim,
+        iterations=t.iterations, batch_size=t.batch_size, num_workers=cfg.data.num_workers, seed=t.seed,
+        device=device, autocast=autocast, desc="depth head",
+    )
 
 
 def predict_depth(backbone: nn.Module, head: nn.Module, images: torch.Tensor, flip_tta: bool = True,
@@ -133,13 +136,11 @@ def evaluate_depth(
 ) -> dict[str, Any]:
     """Per-image metrics on the test list (Eigen crop, valid depth range), averaged over images."""
     dataset = DepthDataset(_split(cfg.data, train=False), eval_transform, cfg.data.depth_scale)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=cfg.data.num_workers)
     averager, skipped = DepthMetricAverager(), 0
     head.eval()
-    for image, gt in tqdm(loader, desc="depth eval", dynamic_ncols=True, mininterval=1.0):
+    for image, gt in evaluation_batches(dataset, cfg.data.num_workers, "depth eval"):
         pred = predict_depth(backbone, head, image.to(device), cfg.eval.flip_tta, autocast).cpu()
-        pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
-        pred = pred.clamp(cfg.head.min_depth, cfg.head.max_depth)
+        pred = resize_like(pred, gt).clamp(cfg.head.min_depth, cfg.head.max_depth)
         mask = valid_mask(gt, cfg.head)
         if cfg.eval.eigen_crop:
             mask &= eigen_mask(*gt.shape[-2:])
@@ -154,10 +155,7 @@ def evaluate_depth(
 
 def load_depth_head(path: str | Path) -> tuple[DepthHead, dict[str, Any]]:
     """Rebuilds a head saved by :func:`run_depth`."""
-    state, meta = load_head_file(path, TASK)
-    head = DepthHead(meta["in_dim"], **meta["head"])
-    head.load_state_dict(state)
-    return head.eval(), meta
+    return load_head(path, TASK, lambda meta: DepthHead(meta["in_dim"], **meta["head"]))
 
 
 def run_depth(
@@ -165,8 +163,7 @@ def run_depth(
     autocast: contextlib.AbstractContextManager | None = None, model_name: str = "",
 ) -> dict[str, Any]:
     """Trains, evaluates and writes ``config.yaml``, ``head.pt`` and ``results.json``."""
-    if not cfg.data.root:
-        raise ValueError("no dataset root: pass --data-root or set data.root=PATH (the BTS NYU folder)")
+    require_data_root(cfg.data.root, "the BTS NYU folder")
     head, stats = train_depth_head(backbone, cfg, device, autocast)
     h = cfg.head
     save_head(Path(output_dir) / "head.pt", head, task=TASK, meta={

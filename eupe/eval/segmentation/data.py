@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ...data.images import load_image
+from ..dense import ImageTargetDataset
 
 IGNORE_INDEX = 255
 ADE20K_CLASSES = 150
@@ -82,7 +81,7 @@ def read_label(path: str | Path, num_classes: int = ADE20K_CLASSES, reduce_zero_
     return label.astype(np.uint8)
 
 
-class SegmentationDataset(torch.utils.data.Dataset, Generic[T]):
+class SegmentationDataset(ImageTargetDataset[SegmentationSample, T]):
     """Decoded (RGB image, label array) pairs passed through ``transform``."""
 
     def __init__(
@@ -92,22 +91,12 @@ class SegmentationDataset(torch.utils.data.Dataset, Generic[T]):
         num_classes: int = ADE20K_CLASSES,
         reduce_zero_label: bool = True,
     ) -> None:
-        self.samples, self.transform = samples, transform
+        super().__init__(samples, transform)
         self.num_classes, self.reduce_zero_label = num_classes, reduce_zero_label
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def read_target(self, sample: SegmentationSample) -> np.ndarray:
+        return read_label(sample.label, self.num_classes, self.reduce_zero_label)
 
-    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        sample = self.samples[index]
-        image = load_image(sample.image)
-        label = read_label(sample.label, self.num_classes, self.reduce_zero_label)
-        if label.shape != (image.height, image.width):
-            raise SegmentationDataError(
-                f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image {sample.image} is "
-                f"{image.width}x{image.height}"
-            )
-        return image, label
-
-    def __getitem__(self, index: int) -> T:
-        return self.transform(*self.load(index))
+    def size_mismatch(self, sample: SegmentationSample, label: np.ndarray, image: Image.Image) -> SegmentationDataError:
+        return SegmentationDataError(f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image "
+                                     f"{sample.image} is {image.width}x{image.height}")

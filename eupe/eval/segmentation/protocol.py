@@ -12,18 +12,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..dense import (
     LinearProbeHead,
     OptimConfig,
-    cycle,
     dense_predict,
-    load_head_file,
+    evaluation_batches,
+    load_head,
+    require_data_root,
+    resize_like,
     save_head,
     sliding_window,
-    train_head,
-    train_loader,
+    train_probe_head,
 )
 from ..results import write_run_outputs
 from .data import ADE20K_CLASSES, IGNORE_INDEX, SegmentationDataset, list_ade20k
@@ -91,16 +91,12 @@ def train_segmentation_head(
     augment = TrainAugment(t.img_size, t.crop_size, tuple(t.scale_range), t.flip_prob, t.cat_max_ratio,
                            t.photometric)
     dataset = SegmentationDataset(samples, augment, cfg.data.num_classes, cfg.data.reduce_zero_label)
-    loader = train_loader(dataset, t.batch_size, cfg.data.num_workers, t.seed, device)
-    head = LinearProbeHead(backbone.embed_dim, cfg.data.num_classes, t.dropout).to(device)
-
-    def loss_fn(head: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, labels = (x.to(device, non_blocking=True) for x in batch)
-        logits = dense_predict(backbone, head, images, autocast)
-        return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-
-    stats = train_head(head, cycle(loader), loss_fn, cfg.optim, t.iterations, desc="segmentation head")
-    return head, stats
+    return train_probe_head(
+        backbone, lambda: LinearProbeHead(backbone.embed_dim, cfg.data.num_classes, t.dropout), dataset,
+        lambda logits, labels: F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX), cfg.optim,
+        iterations=t.iterations, batch_size=t.batch_size, num_workers=cfg.data.num_workers, seed=t.seed,
+        device=device, autocast=autocast, desc="segmentation head",
+    )
 
 
 @torch.inference_mode()
@@ -112,12 +108,10 @@ def evaluate_segmentation(
     samples = _subset(list_ade20k(cfg.data.root, cfg.data.val_split), cfg.data.max_val_images)
     dataset = SegmentationDataset(samples, EvalResize(cfg.eval.img_size), cfg.data.num_classes,
                                   cfg.data.reduce_zero_label)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=cfg.data.num_workers)
     confusion = ConfusionMatrix(cfg.data.num_classes, IGNORE_INDEX)
     head.eval()
-    for image, label in tqdm(loader, desc="segmentation eval", dynamic_ncols=True, mininterval=1.0):
-        logits = predict_segmentation(backbone, head, image.to(device), cfg.eval, autocast)
-        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    for image, label in evaluation_batches(dataset, cfg.data.num_workers, "segmentation eval"):
+        logits = resize_like(predict_segmentation(backbone, head, image.to(device), cfg.eval, autocast), label)
         confusion.update(logits.argmax(1).cpu(), label)
     metrics = confusion.compute()
     metrics["num_images"] = len(dataset)
@@ -135,10 +129,7 @@ def predict_segmentation(
 
 def load_segmentation_head(path: str | Path) -> tuple[LinearProbeHead, dict[str, Any]]:
     """Rebuilds a head saved by :func:`run_segmentation` (meta holds its sizes and eval settings)."""
-    state, meta = load_head_file(path, TASK)
-    head = LinearProbeHead(meta["in_dim"], meta["num_classes"])
-    head.load_state_dict(state)
-    return head.eval(), meta
+    return load_head(path, TASK, lambda meta: LinearProbeHead(meta["in_dim"], meta["num_classes"]))
 
 
 def run_segmentation(
@@ -146,8 +137,7 @@ def run_segmentation(
     autocast: contextlib.AbstractContextManager | None = None, model_name: str = "",
 ) -> dict[str, Any]:
     """Trains, evaluates and writes ``config.yaml``, ``head.pt``, ``results.json`` and ``results.csv``."""
-    if not cfg.data.root:
-        raise ValueError("no dataset root: pass --data-root or set data.root=PATH (the ADEChallengeData2016 folder)")
+    require_data_root(cfg.data.root, "the ADEChallengeData2016 folder")
     head, stats = train_segmentation_head(backbone, cfg, device, autocast)
     save_head(Path(output_dir) / "head.pt", head, task=TASK, meta={
         "in_dim": head.in_dim, "num_classes": head.out_channels, "model": model_name,
