@@ -29,6 +29,8 @@ def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "
     group.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     group.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                        help="bf16 autocast: auto = on CUDA only")
+    group.add_argument("--quantize", choices=("int8",), default=None,
+                       help="dynamic int8 quantisation of the Linear layers (CPU)")
     # Architecture overrides (e.g. depth=1): for tests and custom shapes, not part of the documented interface.
     group.add_argument("--arch", action="append", default=[], help=argparse.SUPPRESS)
 
@@ -57,7 +59,8 @@ def backbone_from_args(args: argparse.Namespace) -> nn.Module:
     """The frozen, eval-mode backbone of ``--model`` / ``--weights`` / ``--device`` (and hidden ``--arch``)."""
     random_init = args.weights == "random"
     model = load(args.model, None if random_init else args.weights, pretrained=not random_init,
-                 device=resolve_device(args.device), **parse_overrides(getattr(args, "arch", [])))
+                 device=resolve_device(args.device), quantize=getattr(args, "quantize", None),
+                 **parse_overrides(getattr(args, "arch", [])))
     return model.requires_grad_(False)
 
 

@@ -111,7 +111,7 @@ class RopePositionEmbedding(nn.Module):
 
         Cached in eval mode; see :func:`rope_tables_with_prefix` for the layout.
         """
-        if self._augments_coords() or torch.compiler.is_compiling():
+        if self._augments_coords() or _is_tracing():
             return rope_tables_with_prefix(*self._compute(H, W), num_prefix)
         key = (H, W, num_prefix, self.periods.device)
         cached = self._cache.get(key)
@@ -130,12 +130,17 @@ class RopePositionEmbedding(nn.Module):
         return f"head_dim={self.head_dim}, base={self.base}, normalize_coords={self.normalize_coords!r}"
 
 
+def _is_tracing() -> bool:
+    """True while compiling or exporting: the tables must then be computed from (symbolic) H, W in the graph."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def rope_tables_with_prefix(sin: Tensor, cos: Tensor, num_prefix: int) -> tuple[Tensor, Tensor]:
     """Extends tables to the full sequence and folds ``rotate_half``'s sign into ``sin``.
 
-    Prefix tokens (class and storage tokens) get the identity rotation (sin 0, cos 1), so one elementwise pass
-    rotates the whole sequence without slicing and concatenating. With ``x_rolled = roll(x, D/2)`` the rotation
-    is ``x * cos + x_rolled * signed_sin``, equal to the usual ``x * cos + rotate_half(x) * sin``.
+    Prefix tokens (class and storage tokens) get the identity rotation (sin 0, cos 1), so the whole sequence is
+    rotated without slicing and concatenating. With ``x_rolled = roll(x, D/2)`` the rotation is
+    ``x * cos + x_rolled * signed_sin``, equal to the usual ``x * cos + rotate_half(x) * sin``.
     """
     half = sin.shape[-1] // 2
     signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
@@ -146,9 +151,15 @@ def rope_tables_with_prefix(sin: Tensor, cos: Tensor, num_prefix: int) -> tuple[
 
 
 def apply_rope(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotates ``x`` (``[..., N, D]``) with tables from :func:`rope_tables_with_prefix`, computed in fp32."""
+    """Rotates ``x`` (``[..., N, D]``) with tables from :func:`rope_tables_with_prefix`, computed in fp32.
+
+    ``x * cos`` plus the swapped halves of ``x`` times ``signed_sin``, accumulated in place into the two halves of
+    the result: two passes over ``x`` and no temporary for the swapped copy.
+    """
     dtype = x.dtype
     x = x.float()
     half = x.shape[-1] // 2
-    rolled = torch.cat([x[..., half:], x[..., :half]], dim=-1)
-    return torch.addcmul(x * cos, rolled, signed_sin).to(dtype)
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], signed_sin[..., :half])
+    out[..., half:].addcmul_(x[..., :half], signed_sin[..., half:])
+    return out.to(dtype)

@@ -19,6 +19,7 @@ def load(
     pretrained: bool = True,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    quantize: str | None = None,
     **overrides,
 ) -> nn.Module:
     """Builds model ``name`` in eval mode and loads ``weights`` into it.
@@ -27,7 +28,10 @@ def load(
     ``hf://org/repo[/file]`` reference; ``None`` takes the released file (``hf://``) when ``pretrained`` is set,
     and keeps random weights otherwise. The returned model carries ``load_report`` (a :class:`LoadReport`) and
     ``projector_tensors`` (the checkpoint's ``projectors.*`` adapter weights, possibly empty).
+    ``quantize="int8"`` returns a CPU model whose Linear layers run as dynamically quantised int8 GEMMs.
     """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize={quantize!r} is not supported; use quantize='int8' (CPU) or None")
     entry = get_model_entry(name)
     model = entry.build(**overrides)
     report: LoadReport | None = None
@@ -41,4 +45,9 @@ def load(
         report = load_into(model, read_state_dict(path), model_name=name, source=os.fspath(weights))
     model.load_report = report
     model.projector_tensors = report.extra_tensors if report else {}
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    if quantize == "int8":
+        from ..export.quantize import quantize_int8
+
+        model = quantize_int8(model, inplace=True)
+    return model

@@ -180,3 +180,16 @@ def test_ordered_dict_state_dicts_are_accepted(tmp_path, vitt_state):
     path = tmp_path / "ordered.pt"
     torch.save(collections.OrderedDict(vitt_state), path)
     _same_weights(_load(path), vitt_state)
+
+
+def test_int8_quantized_load_keeps_features_close(tmp_path, vitt_state):
+    path = tmp_path / "w.pt"
+    torch.save(vitt_state, path)
+    fp32, int8 = _load(path), _load(path, quantize="int8")
+    assert "quantized" in type(int8.blocks[0].mlp.fc1).__module__  # swapped for a dynamic int8 Linear
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        cos = torch.nn.functional.cosine_similarity(fp32(x), int8(x), dim=-1)
+    assert cos.min() > 0.99
+    with pytest.raises(ValueError, match="quantize='int8'"):
+        _load(path, quantize="int4")

@@ -1,0 +1,115 @@
+"""One entry point for every export format: ``export_model(model, format, output, ...)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from ..loading import load
+from ..models import get_model_entry
+from ._deps import INSTALL_HINTS, available
+from .prepare import ExportError
+from .verify import VerificationReport
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "executorch", "torchscript", "pt2", "safetensors", "hf")
+
+
+@dataclass
+class ExportResult:
+    """The files an export wrote and the checks they passed."""
+
+    format: str
+    paths: list[Path] = field(default_factory=list)
+    report: VerificationReport = field(default_factory=VerificationReport)
+
+
+def load_for_export(name: str, weights: str | os.PathLike | None, **overrides) -> nn.Module:
+    """Model ``name`` with ``weights``: a checkpoint/URL/``hf://`` reference, a transformers DINOv3ViT folder,
+    ``"random"`` (untrained, for testing a pipeline) or ``None`` (the released weights)."""
+    if weights is not None and Path(weights).is_dir():
+        from .hf import load_hf
+
+        model = load_hf(weights)
+        arch = {**get_model_entry(name).arch, **overrides}
+        if (model.embed_dim, len(model.blocks)) != (arch.get("embed_dim"), arch.get("depth")):
+            raise ExportError(f"The transformers folder {weights} holds a {model.embed_dim}-wide, {len(model.blocks)}"
+                              f"-block ViT, not {name}; pass the matching model name.")
+        return model
+    random_init = weights == "random"
+    return load(name, None if random_init else weights, pretrained=not random_init, **overrides)
+
+
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    output: str | Path,
+    *,
+    size: tuple[int, int] = (256, 256),
+    storage_tokens: bool = False,
+    verify: bool = True,
+    model_name: str = "",
+    opset: int | None = None,
+    onnx_exporter: str = "dynamo",
+    int8: bool = False,
+    batch: int = 1,
+) -> ExportResult:
+    """Exports ``model`` as ``fmt`` (one of :data:`FORMATS`) to ``output`` and verifies it (unless ``verify=False``).
+
+    ``int8`` (onnx only) also writes ``<output>.int8.onnx`` and checks its class-token cosine on real photos;
+    ``batch`` is the fixed batch of ExecuTorch programs (the other formats have a dynamic batch).
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if int8 and fmt != "onnx":
+        raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
+                          "eupe.export.quantize_int8.")
+    output = Path(output)
+    result = ExportResult(fmt, [output])
+    common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
+    if fmt == "onnx":
+        from .onnx import DEFAULT_OPSET, export_onnx, int8_path_for, quantize_onnx_int8, verify_int8
+
+        result.report = export_onnx(model, output, opset=opset or DEFAULT_OPSET, exporter=onnx_exporter,  # type: ignore[arg-type]
+                                    model_name=model_name, **common)
+        if int8:
+            int8_path = quantize_onnx_int8(output, int8_path_for(output))
+            result.paths.append(int8_path)
+            if verify:
+                check = verify_int8(model, int8_path, size=min(size), storage_tokens=storage_tokens)
+                check.raise_if_failed(f"int8 ONNX file {int8_path}")
+                result.report.checks.extend(check.checks)
+    elif fmt == "executorch":
+        from .executorch import export_executorch
+
+        result.report = export_executorch(model, output, batch=batch, **common)
+    elif fmt == "torchscript":
+        from .program import export_torchscript
+
+        result.report = export_torchscript(model, output, **common)
+    elif fmt == "pt2":
+        from .program import export_program
+
+        result.report = export_program(model, output, **common)
+    elif fmt == "safetensors":
+        from .convert import model_to_safetensors
+
+        result.report = model_to_safetensors(model, output, model_name=model_name)
+    else:  # hf
+        from .hf import save_hf, verify_hf
+
+        save_hf(model, output)
+        result.paths = sorted(p for p in output.iterdir() if p.suffix in (".json", ".safetensors"))
+        if verify and available("transformers"):
+            result.report = verify_hf(model, output, size=size)
+        elif verify:
+            logger.warning("transformers is not installed: %s was written but not checked against "
+                           "DINOv3ViTModel (install it to verify: %s)", output, INSTALL_HINTS["transformers"])
+    for path in result.paths:
+        logger.info("wrote %s", path)
+    return result

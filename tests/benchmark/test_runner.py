@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+from eupe.benchmark import BACKENDS, BenchConfig, draw_chart, markdown_table, run_benchmark, write_csv
+from eupe.benchmark.runner import BenchResult
+from tests.helpers import tiny_vit
+
+
+@pytest.fixture(scope="module")
+def results():
+    cfg = BenchConfig(sizes=[32], batch_sizes=[1, 2], backends=["eager", "torch-int8", "cuda-bf16"], warmup=1,
+                      rounds=3)
+    return run_benchmark(cfg, models={"tiny": tiny_vit().eval()})
+
+
+def test_every_combination_is_reported(results):
+    assert [(r.size, r.batch, r.backend) for r in results] == [
+        (32, b, k) for b in (1, 2) for k in ("eager", "torch-int8", "cuda-bf16")]
+    for r in results:
+        if r.backend == "cuda-bf16" and not torch.cuda.is_available():
+            assert r.error == "no CUDA device" and not r.times_ms
+        else:
+            assert len(r.times_ms) == 3 and all(t > 0 for t in r.times_ms) and not r.error
+            assert r.images_per_s == pytest.approx(1000 * r.batch / r.median_ms)
+            assert r.spread_ms[0] <= r.median_ms <= r.spread_ms[1]
+        assert r.gflops_per_image > 0
+
+
+def test_reports(tmp_path, results):
+    table = markdown_table(results)
+    assert table.count("\n") == 2 + len(results) and "| tiny | 32 | 2 | torch-int8 |" in table
+    path = write_csv(results, tmp_path / "bench.csv")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results)
+    eager = [r for r in rows if r["backend"] == "eager"]
+    assert all(float(r["speedup_vs_eager"]) == 1.0 for r in eager)
+    png = draw_chart(results, tmp_path / "bench.png")
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 300
+
+
+def test_statistics_are_robust():
+    r = BenchResult("m", 32, 4, "eager", times_ms=[10.0, 12.0, 11.0, 100.0, 9.0])
+    assert r.median_ms == 11.0 and r.images_per_s == pytest.approx(4000 / 11.0)
+    assert r.spread_ms == (10.0, 12.0)
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError, match="Unknown backend"):
+        run_benchmark(BenchConfig(backends=["tensorrt"]))
+    with pytest.raises(ValueError, match="positive"):
+        run_benchmark(BenchConfig(rounds=0))
+
+
+def test_optional_backends_explain_themselves():
+    for backend in BACKENDS.values():
+        reason = backend.unavailable_reason()
+        assert reason is None or "pip install" in reason or reason == "no CUDA device"
+
+
+def test_onnxruntime_backends(tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime")
+    cfg = BenchConfig(sizes=[32], batch_sizes=[2], backends=["eager", "onnxruntime", "onnxruntime-int8"],
+                      warmup=1, rounds=2)
+    out = run_benchmark(cfg, models={"tiny": tiny_vit().eval()})
+    assert all(len(r.times_ms) == 2 and not r.error for r in out)
