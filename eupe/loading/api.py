@@ -33,16 +33,18 @@ def load(
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize={quantize!r} is not supported; use quantize='int8' (CPU) or None")
     entry = get_model_entry(name)
-    model = entry.build(**overrides)
-    report: LoadReport | None = None
     if weights is None and pretrained:
         weights = entry.pretrained.default_source if entry.pretrained else None
         if weights is None:
             raise ValueError(f"{name} has no released weights; pass weights=PATH or pretrained=False")
-    if weights is not None:
+    report: LoadReport | None = None
+    state_dict = None
+    if weights is not None:  # read the file first: a bad source fails before a large model is built
         default_file = entry.pretrained.filename if entry.pretrained else None
-        path = resolve_weights(weights, default_filename=default_file)
-        report = load_into(model, read_state_dict(path), model_name=name, source=os.fspath(weights))
+        state_dict = read_state_dict(resolve_weights(weights, default_filename=default_file))
+    model = entry.build(**overrides)
+    if state_dict is not None:
+        report = load_into(model, state_dict, model_name=name, source=os.fspath(weights))
     model.load_report = report
     model.projector_tensors = report.extra_tensors if report else {}
     model = model.to(device=device, dtype=dtype).eval()
