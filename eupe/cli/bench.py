@@ -1,7 +1,7 @@
 """``eupe bench``: latency, throughput, peak memory and GFLOPs of models x sizes x batch sizes x backends.
 
 Prints a Markdown table and writes ``bench.csv``, ``bench.md``, ``bench.png`` and the resolved ``config.yaml``
-to ``--output-dir``. Settings come from ``--config`` (YAML), then the flags below, then ``key=value`` overrides.
+to ``--output-dir``. Settings come from ``--config`` (YAML), then the flags below, then ``--set key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import argparse
 from pathlib import Path
 
 from ..benchmark import BACKENDS, BenchConfig, draw_chart, markdown_table, run_benchmark, write_csv
-from ..config import load_config, save_config
+from ..config import save_config
 from ..utils.io import atomic_write_text
+from .common import add_config_args, resolve_config
 
 # flag -> config key; list flags take comma-separated values.
 _FLAGS = {"models": "models", "sizes": "sizes", "batch_sizes": "batch_sizes", "backends": "backends",
@@ -23,8 +24,7 @@ _LIST_FLAGS = ("models", "sizes", "batch_sizes", "backends")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmark inference speed", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. iters=3")
-    parser.add_argument("--config", default=None, help="YAML file with BenchConfig fields")
+    add_config_args(parser)
     parser.add_argument("--models", help="comma-separated model names (default eupe_vits16)")
     parser.add_argument("--sizes", help="comma-separated square input sizes (default 256)")
     parser.add_argument("--batch-sizes", help="comma-separated batch sizes (default 1,8)")
@@ -45,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if value is None:
             continue
         flags.append(f"{key}=[{value}]" if attr in _LIST_FLAGS else f"{key}={value}")
-    return load_config(BenchConfig, args.config, flags + list(args.overrides))
+    return resolve_config(BenchConfig, args, flags)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,12 +7,6 @@ from safetensors.torch import load_file
 import eupe.cli.main as cli
 
 
-@pytest.fixture(autouse=True)
-def _export_command(monkeypatch):
-    """Registers the export command whether or not the lead has added it to COMMAND_MODULES yet."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", tuple(dict.fromkeys(cli.COMMAND_MODULES + ("export",))))
-
-
 def test_export_torchscript_random(tmp_path, capsys):
     out = tmp_path / "vitt.pt"
     code = cli.main(["export", "eupe_vitt16", "--weights", "random", "--format", "torchscript", "--output", str(out),
