@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
-COMMAND_MODULES = ("models", "extract", "eval", "visualize", "export", "bench")
+COMMAND_MODULES = ("models", "extract", "eval", "visualize", "distill", "demo", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,43 @@
+"""``eupe distill``: run one EUPE distillation stage (or the demo pipeline) from a config in configs/distill."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "distill", help="distil teachers into a student (stage 1, 2 or 3)", description=__doc__,
+        epilog="Under torchrun the run is distributed (DDP for students, FSDP2 for the proxy). A rerun with the "
+               "same output.dir resumes from its newest checkpoint. --config demo runs the CPU demo (eupe demo).")
+    parser.add_argument("--config", required=True,
+                        help="a config name from configs/distill (stage1, stage2, stage3, demo) or a YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distill.config import resolve_config_path
+
+    path = resolve_config_path(args.config)
+    if path.stem.startswith("demo"):
+        from .demo import run_demo_config
+
+        return run_demo_config(path, args.overrides, print_only=args.print_config)
+    import yaml
+
+    from ..config import to_dict
+    from ..distill.config import load_distill_config
+    from ..distill.trainer import distill
+
+    cfg = load_distill_config(path, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    result = distill(cfg)
+    if result.export_path is not None:
+        print(f"student: {result.export_path}  normalisation statistics: {result.norms_path}  "
+              f"final loss: {result.final_loss:.4f}  skipped images: {result.skipped_images}")
+    return 0

@@ -1,0 +1,195 @@
+"""Deterministic, resumable streams of augmented views for distillation.
+
+A *view* is identified by ``(image index, view id)`` and is a pure function of that key and the run's seed: the
+augmentation generator is seeded from the key. A stream's batch at step ``s`` is a pure function of ``s`` and of
+how many earlier steps drew from each source, so resuming only needs the step and two counters, and a run on W
+ranks sees exactly the samples of a one-process run with the same global batch (rank ``r`` takes the ``r``-th
+contiguous slice). The view id is the epoch, or ``epoch % views_per_image`` when a fixed number of views per
+image is used (the teacher-feature cache). Images that cannot be decoded are counted and replaced by another
+image of the same epoch (a deterministic choice), so a bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..data.images import ImageDecodeError, ImageRecord, load_image
+
+logger = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """An image source that cannot feed training (empty, too small for the batch...)."""
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers; stable across processes and Python versions (unlike ``hash``)."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class ViewSource(Protocol):
+    """An indexed image set that renders view ``view`` of image ``index`` as a ``[3, S, S]`` tensor in [0, 1].
+
+    ``seed`` is the view's augmentation seed (a function of the key); sources that store views ignore it.
+    """
+
+    def __len__(self) -> int: ...
+
+    def view(self, index: int, view: int, seed: int) -> Tensor: ...
+
+
+class AugmentedImages:
+    """Images from files, decoded with :func:`eupe.data.images.load_image` and augmented with a seeded callable.
+
+    ``augment(image, generator) -> Tensor`` is e.g. :class:`eupe.data.augment` 's pipeline at the crop size.
+    Decoding errors propagate as :class:`ImageDecodeError` for the stream to count and skip.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], augment: Callable[[Image.Image, torch.Generator], Tensor],
+                 *, preload: Callable[[Image.Image], Image.Image] | None = None) -> None:
+        if not records:
+            raise DataError("The image source is empty: it lists no images")
+        self.records = list(records)
+        self.augment = augment
+        self.preload = preload
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def view(self, index: int, view: int, seed: int) -> Tensor:
+        image = load_image(self.records[index].path)
+        if self.preload is not None:
+            image = self.preload(image)
+        return self.augment(image, torch.Generator().manual_seed(seed))
+
+
+class InMemoryImages:
+    """Images decoded once and kept as uint8 tensors (small sets: the demo), augmented per view."""
+
+    def __init__(self, images: Sequence[Tensor], augment: Callable[[Tensor, torch.Generator], Tensor]) -> None:
+        if not images:
+            raise DataError("The image source is empty: it lists no images")
+        self.images = list(images)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def view(self, index: int, view: int, seed: int) -> Tensor:
+        return self.augment(self.images[index], torch.Generator().manual_seed(seed))
+
+
+@dataclass
+class StreamState:
+    """Position of a stream: steps drawn from the primary and from the second source, images skipped."""
+
+    primary_steps: int = 0
+    second_steps: int = 0
+    skipped: int = 0
+    skipped_paths: list[int] = field(default_factory=list)  # image indices (primary) found unreadable, capped
+
+
+@dataclass
+class ViewBatch:
+    images: Tensor  # [b, 3, S, S] in [0, 1]
+    keys: Tensor  # [b, 3] long: (source 0/1, image index, view id)
+
+
+class ViewStream:
+    """Global batches of ``global_batch`` views, of which this rank renders its contiguous slice."""
+
+    MAX_RETRIES = 64
+
+    def __init__(self, primary: ViewSource, global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 second: ViewSource | None = None, second_prob: float = 0.0, views_per_image: int = 0,
+                 is_bad: Callable[[int, int, int], bool] | None = None) -> None:
+        if len(primary) == 0:
+            raise DataError("The image source is empty: it lists no images")
+        if second is not None and len(second) == 0:
+            raise DataError("The second image source is empty: it lists no images")
+        if global_batch % world_size:
+            raise DataError(f"Global batch {global_batch} is not divisible by the world size {world_size}")
+        self.sources = (primary, second)
+        self.global_batch, self.seed = global_batch, seed
+        self.rank, self.world_size = rank, world_size
+        self.second_prob = second_prob if second is not None else 0.0
+        self.views_per_image = views_per_image
+        self.is_bad = is_bad  # optional: (source, index, view) known to be unreadable (e.g. by the feature cache)
+        self.state = StreamState()
+        self._perm_cache: dict[tuple[int, int], Tensor] = {}
+
+    @property
+    def local_batch(self) -> int:
+        return self.global_batch // self.world_size
+
+    def state_dict(self) -> dict:
+        s = self.state
+        return {"primary_steps": s.primary_steps, "second_steps": s.second_steps, "skipped": s.skipped,
+                "skipped_paths": list(s.skipped_paths)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = StreamState(**state)
+
+    def uses_second(self, step: int) -> bool:
+        """Whether global ``step`` is a homogeneous batch of the second source (drawn with ``second_prob``)."""
+        if self.second_prob <= 0:
+            return False
+        u = torch.rand((), generator=torch.Generator().manual_seed(mix_seed(self.seed, 2, step))).item()
+        return u < self.second_prob
+
+    def _perm(self, source: int, epoch: int) -> Tensor:
+        key = (source, epoch)
+        if key not in self._perm_cache:
+            if len(self._perm_cache) > 4:
+                self._perm_cache.clear()
+            n = len(self.sources[source])
+            self._perm_cache[key] = torch.randperm(n, generator=torch.Generator().manual_seed(
+                mix_seed(self.seed, 1, source, epoch)))
+        return self._perm_cache[key]
+
+    def key_at(self, source: int, sample: int, retry: int = 0) -> tuple[int, int]:
+        """``(image index, view id)`` of the ``sample``-th draw of ``source``; ``retry`` picks a replacement."""
+        n = len(self.sources[source])
+        epoch, pos = divmod(sample, n)
+        index = int(self._perm(source, epoch)[(pos + retry * 7919) % n])
+        view = epoch % self.views_per_image if self.views_per_image else epoch
+        return index, view
+
+    def view_seed(self, source: int, index: int, view: int) -> int:
+        return mix_seed(self.seed, 3, source, index, view)
+
+    def _render(self, source: int, sample: int) -> tuple[Tensor, tuple[int, int, int]]:
+        for retry in range(self.MAX_RETRIES):
+            index, view = self.key_at(source, sample, retry)
+            if self.is_bad is not None and self.is_bad(source, index, view):
+                continue
+            try:
+                seed = self.view_seed(source, index, view)
+                return self.sources[source].view(index, view, seed), (source, index, view)
+            except ImageDecodeError as err:
+                self.state.skipped += 1
+                if len(self.state.skipped_paths) < 1000:
+                    self.state.skipped_paths.append(index)
+                logger.warning("Skipping unreadable image (%d skipped so far): %s", self.state.skipped, err)
+        raise DataError(f"{self.MAX_RETRIES} images in a row could not be read; check the image source")
+
+    def next_batch(self, step: int) -> ViewBatch:
+        """This rank's slice of global ``step``'s batch; advances the stream's position."""
+        second = self.uses_second(step)
+        source = 1 if second else 0
+        drawn = self.state.second_steps if second else self.state.primary_steps
+        start = drawn * self.global_batch + self.rank * self.local_batch
+        views, keys = zip(*(self._render(source, start + j) for j in range(self.local_batch)))
+        if second:
+            self.state.second_steps += 1
+        else:
+            self.state.primary_steps += 1
+        return ViewBatch(torch.stack(views), torch.tensor(keys, dtype=torch.long))

@@ -1,0 +1,287 @@
+"""The end-to-end CPU demo: all three EUPE stages on real (small) teachers and real images, then k-NN.
+
+Teachers: EfficientNet-Lite2 and MobileNetV2 (ImageNet classifiers, global teachers) and HED's VGG16 trunk
+(edge detector, dense teacher). They stand in for the paper's PE-core-G, PE-lang-G and DINOv3-H+ because no ViT
+teacher weights are installable offline; configs/distill/stage1.yaml shows the real teachers for GPU runs.
+
+Data: OpenClipart (Debian ``openclipart-png``), one class per top-level folder. The folders with at least
+``min_class_images`` images are split, disjointly, into distillation classes (label-free training images) and
+held-out classes (k-NN evaluation only), alternating by size so both sides mix large and small classes.
+
+Pipeline: stage 1 distils the three teachers into a small proxy ViT (teacher features precomputed once with the
+feature cache); stage 2 distils the frozen proxy into ``eupe_vitt16`` at a fixed small resolution; stage 3
+continues from the stage-2 student with independent random scales for student and proxy. Finally k-NN top-1
+(class token / teacher summary, cosine, majority vote, k = 10, bank/query split per held-out class) is measured
+for each teacher, the proxy, the student, the same student with random weights and raw pixels, printed, and
+written as JSON and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import load_config, to_dict
+from ..data.augment import Augment
+from ..data.images import ImageDecodeError, ImageRecord, list_images, load_image
+from ..eval.knn import KnnConfig, knn_classify
+from ..loading import load
+from ..models import create_model
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..teachers import Teacher, TeacherSpec, build_teachers
+from ..utils.io import atomic_write_json
+from .config import DistillConfig, validate
+from .data import DataError, InMemoryImages
+from .plot import draw_bars
+from .trainer import Distiller, RunResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    images: str = "/usr/share/openclipart/png"  # where Debian's openclipart-png installs its PNGs
+    min_class_images: int = 15
+    eval_classes: int = 10  # held-out classes, never seen in distillation
+    distill_images: int = 1000
+    max_per_distill_class: int = 250
+    eval_images_per_class: int = 40
+    load_size: int = 144  # images are decoded once and kept with this short side
+    eval_size: int = 112  # square input of the teachers and raw pixels in the k-NN evaluation
+    student_eval_size: int = 0  # input of the proxy and students (0: eval_size); their training scale
+    knn_k: int = 10
+    seed: int = 0
+    output_dir: str = "runs/demo"
+    decode_threads: int = 2
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (use 1 on a shared, oversubscribed CPU)
+    proxy_model: str = "eupe_vits16"
+    proxy_arch: dict[str, Any] = field(default_factory=dict)
+    teachers: list[TeacherSpec] = field(default_factory=list)
+    stage1: DistillConfig = field(default_factory=DistillConfig)
+    stage2: DistillConfig = field(default_factory=DistillConfig)
+    stage3: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass
+class DemoData:
+    distill: list[Tensor]
+    eval_images: list[Tensor]
+    eval_labels: Tensor
+    eval_class_names: list[str]
+    distill_class_names: list[str]
+    data_id: str
+    skipped: int
+
+
+def load_demo_config(path: str | Path, overrides: Sequence[str] = ()) -> DemoConfig:
+    cfg = load_config(DemoConfig, path, overrides)
+    for stage in (cfg.stage1, cfg.stage2, cfg.stage3):
+        validate(stage)
+    if not cfg.teachers:
+        raise ValueError(f"{path}: the demo needs teachers (efficientnet_lite2, mobilenet_v2, hed)")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def split_classes(records: Sequence[ImageRecord], cfg: DemoConfig) -> tuple[list[str], list[str]]:
+    """(distillation classes, held-out classes): eligible folders sorted by size, alternately assigned."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.class_name is not None:
+            counts[r.class_name] = counts.get(r.class_name, 0) + 1
+    eligible = sorted((c for c, n in counts.items() if n >= cfg.min_class_images), key=lambda c: (-counts[c], c))
+    if len(eligible) < cfg.eval_classes + 2:
+        raise DataError(f"{cfg.images} has {len(eligible)} folders with >= {cfg.min_class_images} images; the "
+                        f"demo needs {cfg.eval_classes + 2} (apt-get install -y --no-install-recommends "
+                        f"openclipart-png)")
+    held = eligible[1::2][: cfg.eval_classes]
+    return [c for c in eligible if c not in held], held
+
+
+def _sample(records: list[ImageRecord], n: int, g: torch.Generator) -> list[ImageRecord]:
+    order = torch.randperm(len(records), generator=g)[:n].tolist()
+    return [records[i] for i in sorted(order)]
+
+
+def _decode(record: ImageRecord, size: int) -> Tensor | None:
+    try:
+        image = load_image(record.path)
+    except ImageDecodeError as err:
+        logger.warning("demo: skipping %s", err)
+        return None
+    scale = size / min(image.size)
+    image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                         resample=3)  # bicubic
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+
+
+def prepare_data(cfg: DemoConfig) -> DemoData:
+    """Lists, splits, samples and decodes (once, in threads) the distillation and evaluation images."""
+    if not Path(cfg.images).is_dir():
+        raise FileNotFoundError(f"Demo images {cfg.images} not found: apt-get install -y --no-install-recommends "
+                                f"openclipart-png (or set images=FOLDER with one subfolder per class)")
+    records, _ = list_images(cfg.images)
+    distill_classes, held = split_classes(records, cfg)
+    g = torch.Generator().manual_seed(cfg.seed)
+    by_class: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        by_class.setdefault(r.class_name or "", []).append(r)
+    pool = [r for c in distill_classes for r in _sample(by_class[c], cfg.max_per_distill_class, g)]
+    distill = _sample(pool, cfg.distill_images, g)
+    evaluation = [(r, i) for i, c in enumerate(held) for r in _sample(by_class[c], cfg.eval_images_per_class, g)]
+    with ThreadPoolExecutor(max(1, cfg.decode_threads)) as ex:
+        d_imgs = list(ex.map(lambda r: _decode(r, cfg.load_size), distill))
+        e_imgs = list(ex.map(lambda p: _decode(p[0], cfg.load_size), evaluation))
+    skipped = sum(x is None for x in d_imgs + e_imgs)
+    keep = [(x, lab) for x, (_, lab) in zip(e_imgs, evaluation) if x is not None]
+    digest = hashlib.sha256("\n".join(r.path for r in distill).encode() + str(cfg.load_size).encode()).hexdigest()
+    return DemoData([x for x in d_imgs if x is not None], [x for x, _ in keep], torch.tensor([lab for _, lab in keep]),
+                    held, distill_classes, digest[:16], skipped)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def eval_batch(images: Sequence[Tensor], size: int) -> Tensor:
+    """Square resize to ``size`` (the released transform's recipe, without normalisation): ``[N, 3, S, S]``."""
+    return torch.stack([F.interpolate(x[None].float() / 255, size=(size, size), mode="bicubic",
+                                      align_corners=False, antialias=True)[0].clamp(0, 1) for x in images])
+
+
+@torch.inference_mode()
+def embed(fn: Callable[[Tensor], Tensor], images: Tensor, batch: int = 64) -> Tensor:
+    return torch.cat([fn(images[i : i + batch]).float() for i in range(0, len(images), batch)])
+
+
+def teacher_features(teacher: Teacher) -> Callable[[Tensor], Tensor]:
+    return lambda x: teacher(x).summary
+
+
+def backbone_features(backbone: nn.Module) -> Callable[[Tensor], Tensor]:
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    backbone.eval()
+    return lambda x: backbone.forward_features((x - mean) / std)["x_norm_clstoken"]
+
+
+def knn_top1(features: Tensor, labels: Tensor, k: int, seed: int) -> float:
+    """Top-1 (%) of a cosine majority-vote k-NN: half of each class is the bank, the other half the queries."""
+    g = torch.Generator().manual_seed(seed)
+    bank = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        bank[idx[torch.randperm(len(idx), generator=g)[: len(idx) // 2]]] = True
+    feats = F.normalize(features.float(), dim=1)  # L2 ranking on unit vectors = cosine ranking
+    cfg = KnnConfig(protocol="paper", paper_ks=[k], topk=[1])
+    pred = knn_classify(feats[bank], labels[bank], feats[~bank], int(labels.max()) + 1, cfg)["paper"][k][:, 0]
+    return float((pred == labels[~bank]).float().mean() * 100)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+def stage_config(base: DistillConfig, out: Path, **fields: Any) -> DistillConfig:
+    cfg = copy.deepcopy(base)
+    cfg.output.dir = str(out)
+    for name, value in fields.items():
+        section, attr = name.split("__")
+        setattr(getattr(cfg, section), attr, value)
+    return cfg
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Runs data preparation, stages 1-3 and the k-NN table; returns (and writes) the results."""
+    out = Path(cfg.output_dir)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    times: dict[str, float] = {}
+    cpu_times: dict[str, float] = {}  # process CPU seconds: comparable across loaded and idle machines
+    clock, cpu = time.perf_counter(), time.process_time()
+
+    def lap(name: str) -> None:
+        nonlocal clock, cpu
+        now, now_cpu = time.perf_counter(), time.process_time()
+        times[name], cpu_times[name] = round(now - clock, 1), round(now_cpu - cpu, 1)
+        clock, cpu = now, now_cpu
+        logger.info("demo: %s took %.1fs (%.1f CPU s)", name, times[name], cpu_times[name])
+
+    data = prepare_data(cfg)
+    lap("decode images")
+    teachers = build_teachers(cfg.teachers)
+    lap("build teachers")
+
+    def source(stage: DistillConfig) -> InMemoryImages:
+        return InMemoryImages(data.distill, Augment(stage.data.augment))
+
+    proxy_arch = {**cfg.proxy_arch}
+    s1 = stage_config(cfg.stage1, out / "stage1", student__model=cfg.proxy_model, student__arch=proxy_arch)
+    s1.teachers = list(cfg.teachers)
+    r1 = Distiller(s1, teachers=list(teachers.values()), primary=source(s1), data_id=data.data_id).run()
+    lap("stage 1 (teachers -> proxy)")
+
+    proxy_spec = TeacherSpec(kind="eupe", name="proxy", model=cfg.proxy_model, weights=str(r1.export_path),
+                             input_size=cfg.stage1.data.student_scales[-1], model_kwargs=proxy_arch)
+    s2 = stage_config(cfg.stage2, out / "stage2")
+    s2.teachers = [proxy_spec]
+    r2 = Distiller(s2, primary=source(s2), data_id=data.data_id).run()
+    lap("stage 2 (proxy -> student)")
+
+    s3 = stage_config(cfg.stage3, out / "stage3", student__init=str(r2.export_path))
+    s3.teachers = [proxy_spec]
+    r3 = Distiller(s3, primary=source(s3), data_id=data.data_id).run()
+    lap("stage 3 (multi-resolution)")
+
+    results = evaluate(cfg, data, teachers, r1, r3)
+    lap("k-NN evaluation")
+    report = {"knn_top1": results, "times_s": times, "total_s": round(sum(times.values()), 1),
+              "cpu_times_s": cpu_times, "total_cpu_s": round(sum(cpu_times.values()), 1),
+              "eval_classes": data.eval_class_names, "distill_classes": data.distill_class_names,
+              "n_distill_images": len(data.distill), "n_eval_images": len(data.eval_images),
+              "skipped_images": data.skipped, "exports": {"proxy": str(r1.export_path), "student": str(r3.export_path),
+                                                          "student_norms": str(r3.norms_path)},
+              "config": to_dict(cfg)}
+    atomic_write_json(out / "results.json", report)
+    draw_bars(results, out / "knn.png", title=f"k-NN top-1 (%) on {len(data.eval_class_names)} held-out "
+                                              f"OpenClipart classes (k={cfg.knn_k}, cosine, majority)", y_max=100)
+    return report
+
+
+def evaluate(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], proxy: RunResult,
+             student: RunResult) -> dict[str, float]:
+    images = eval_batch(data.eval_images, cfg.eval_size)
+    small = eval_batch(data.eval_images, cfg.student_eval_size) if cfg.student_eval_size else images
+    labels = data.eval_labels
+    extractors: dict[str, Callable[[Tensor], Tensor]] = {
+        f"teacher {name}": teacher_features(t) for name, t in teachers.items()}
+    extractors["proxy (stage 1)"] = backbone_features(
+        load(cfg.proxy_model, weights=str(proxy.export_path), **cfg.proxy_arch))
+    s_cfg = cfg.stage3.student
+    extractors["student eupe_vitt16 (stage 3)"] = backbone_features(
+        load(s_cfg.model, weights=str(student.export_path), **s_cfg.arch))
+    torch.manual_seed(cfg.seed)
+    extractors["same student, random init"] = backbone_features(create_model(s_cfg.model, **s_cfg.arch))
+    extractors["raw pixels (16x16)"] = lambda x: F.interpolate(x, size=(16, 16), mode="area").flatten(1)
+    student_side = ("proxy", "student", "same student")
+    return {name: round(knn_top1(embed(fn, small if name.startswith(student_side) else images), labels, cfg.knn_k,
+                                 cfg.seed), 2)
+            for name, fn in extractors.items()}
+
+
+def format_table(results: dict[str, float]) -> str:
+    width = max(len(n) for n in results)
+    lines = [f"{'model':{width}s}  k-NN top-1 (%)", "-" * (width + 16)]
+    lines += [f"{name:{width}s}  {value:6.2f}" for name, value in results.items() if math.isfinite(value)]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Two CPU processes (gloo, torchrun) follow the same loss trajectory as one process with the same global batch,
+with DDP (students) and with FSDP2 (the proxy's sharding)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from eupe.distill.monitor import read_metrics
+from tests.distill.run_tiny import build
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = ("loss", "loss/ta/cls", "loss/ta/patch", "loss/tb/cls", "loss/tb/patch")
+ARGS = ["train.iterations=4", "train.global_batch_size=4", "train.lr=1e-3", "output.checkpoint_every=2"]
+
+
+def trajectory(folder):
+    return torch.tensor([[row[k] for k in KEYS] for row in read_metrics(Path(folder) / "metrics.jsonl")])
+
+
+def test_two_processes_match_one_with_ddp_and_fsdp(tmp_path):
+    build(str(tmp_path / "single"), ARGS + ["train.parallel=none"]).run()  # one thread, as each rank
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TINY_STRATEGIES": "ddp,fsdp"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tests.distill.run_tiny", str(tmp_path / "multi"), *ARGS]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = trajectory(tmp_path / "single")
+    assert single.shape == (4, len(KEYS))
+    for strategy in ("ddp", "fsdp"):
+        multi = trajectory(tmp_path / "multi" / strategy)
+        assert torch.allclose(single, multi, rtol=1e-5, atol=1e-5), (strategy, single, multi)
+        assert (tmp_path / "multi" / strategy / "student.pt").is_file()
