@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..models import Projectors
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from .heads import build_heads
 
 CONVNEXT_STRIDE = 32
 UNUSED_PARAMETERS = ("mask_token",)  # masked-image-modelling leftover of the reference layout
@@ -37,7 +37,7 @@ class DistillStudent(nn.Module):
         for name, param in backbone.named_parameters():
             if name in UNUSED_PARAMETERS:  # never reaches the loss; frozen so DDP does not wait for its gradient
                 param.requires_grad_(False)
-        self.heads = build_heads(backbone.embed_dim, hidden_dim, teacher_dims)
+        self.heads = Projectors(backbone.embed_dim, hidden_dim, teacher_dims)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -29,19 +29,25 @@ class AdapterHead(nn.Sequential):
 
 
 class Projectors(nn.ModuleDict):
-    """``{teacher: {"cls": AdapterHead, "patch": AdapterHead}}``."""
+    """``{teacher: {"cls": AdapterHead, "patch": AdapterHead}}``.
 
-    def __init__(self, in_dim: int, hidden_dim: int, teacher_dims: dict[str, int]) -> None:
-        super().__init__(
-            {
-                name: nn.ModuleDict({t: AdapterHead(in_dim, hidden_dim, dim) for t in TOKEN_TYPES})
-                for name, dim in teacher_dims.items()
-            }
-        )
+    ``teacher_dims`` gives each teacher's output width, or ``(summary_dim, patch_dim)`` when its summary vector and
+    patch features differ in width (e.g. a CNN's pooled vector and one of its stage maps).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, teacher_dims: dict[str, int | tuple[int, int]]) -> None:
+        super().__init__()
+        for name, dims in teacher_dims.items():
+            cls_dim, patch_dim = (dims, dims) if isinstance(dims, int) else dims
+            self[name] = nn.ModuleDict({"cls": AdapterHead(in_dim, hidden_dim, cls_dim),
+                                        "patch": AdapterHead(in_dim, hidden_dim, patch_dim)})
 
     @classmethod
-    def from_state_dict(cls, tensors: dict[str, Tensor], prefix: str = "projectors.") -> "Projectors":
-        """Builds and loads heads from ``projectors.*`` tensors (e.g. a load report's ``extra_tensors``)."""
+    def from_state_dict(cls, tensors: dict[str, Tensor], prefix: str = "projectors.") -> Projectors:
+        """Builds and loads heads from ``projectors.*`` tensors (e.g. a load report's ``extra_tensors``).
+
+        Every width is read from the tensors' shapes, per teacher and per token type.
+        """
         groups: dict[str, dict[str, Tensor]] = defaultdict(dict)
         for key, value in tensors.items():
             if key.startswith(prefix):
@@ -49,15 +55,18 @@ class Projectors(nn.ModuleDict):
                 groups[teacher][rest] = value
         if not groups:
             raise ValueError(f"No '{prefix}*' tensors found; this checkpoint carries no adapter heads.")
+        heads = cls(0, 0, {})
         try:
-            dims = {t: g["cls.3.weight"].shape[0] for t, g in groups.items()}
-            first = next(iter(groups.values()))
-            hidden, in_dim = first["cls.0.weight"].shape
+            for teacher, group in groups.items():
+                heads[teacher] = nn.ModuleDict({
+                    kind: AdapterHead(group[f"{kind}.0.weight"].shape[1], group[f"{kind}.0.weight"].shape[0],
+                                      group[f"{kind}.3.weight"].shape[0])
+                    for kind in TOKEN_TYPES
+                })
         except KeyError as err:
             raise ValueError(
                 f"Adapter tensors do not follow the layout '{prefix}<teacher>.<cls|patch>.{{0,1,3}}.*' "
                 f"(missing {err}); found keys like {sorted(tensors)[:4]}"
             ) from None
-        heads = cls(in_dim, hidden, dims)
         heads.load_state_dict({f"{t}.{k}": v for t, g in groups.items() for k, v in g.items()})
         return heads

@@ -22,3 +22,10 @@ def test_projectors_missing_or_foreign_layout_errors():
         Projectors.from_state_dict({"blocks.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="layout"):
         Projectors.from_state_dict({"projectors.t.head.weight": torch.zeros(1)})
+
+
+def test_summary_and_patch_widths_may_differ():
+    heads = Projectors(in_dim=16, hidden_dim=32, teacher_dims={"cnn": (1280, 512), "vit": 64})
+    rebuilt = Projectors.from_state_dict({f"projectors.{k}": v for k, v in heads.state_dict().items()})
+    assert (rebuilt["cnn"]["cls"].out_dim, rebuilt["cnn"]["patch"].out_dim) == (1280, 512)
+    assert (rebuilt["vit"]["cls"].out_dim, rebuilt["vit"]["patch"].out_dim) == (64, 64)
