@@ -2,7 +2,7 @@
 
 Every command's settings are a (possibly nested) dataclass. ``load_config(MyConfig, "run.yaml", ["a.b=3"])``
 reads the YAML, applies dotted overrides (values parsed as YAML scalars, so ``3``, ``1e-4``, ``true``, ``[1,2]``
-work), rejects unknown keys with the list of valid ones, and checks types of scalar fields.
+work; ``list.0.key=v`` edits one item of a list), rejects unknown keys with the list of valid ones, and checks types of scalar fields.
 """
 
 from __future__ import annotations
@@ -42,11 +42,20 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``update`` wins."""
+    """Recursive dict merge; ``update`` wins. Integer keys address list items (``teachers.0.weights=...``)."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            out[key] = merge(current, value)
+        elif isinstance(value, Mapping) and isinstance(current, list) and all(str(k).isdigit() for k in value):
+            items = list(current)
+            for index, item in value.items():
+                if int(index) >= len(items):
+                    raise ConfigError(f"{key}.{index}: the list {key!r} has only {len(items)} item(s)")
+                old = items[int(index)]
+                items[int(index)] = merge(old, item) if isinstance(old, Mapping) and isinstance(item, Mapping) else item
+            out[key] = items
         else:
             out[key] = value
     return out

@@ -40,3 +40,23 @@ def test_unknown_keys_and_bad_types_are_clear(tmp_path):
         parse_overrides(["steps"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Run, tmp_path / "missing.yaml")
+
+
+@dataclass
+class Teacher:
+    name: str = ""
+    weights: str | None = None
+
+
+@dataclass
+class WithList:
+    teachers: list[Teacher] = field(default_factory=list)
+
+
+def test_list_items_are_addressed_by_index(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("teachers:\n  - {name: a}\n  - {name: b}\n")
+    cfg = load_config(WithList, path, ["teachers.1.weights=w.pt"])
+    assert cfg.teachers == [Teacher("a"), Teacher("b", "w.pt")]
+    with pytest.raises(ConfigError, match="only 2 item"):
+        load_config(WithList, path, ["teachers.2.weights=w.pt"])
