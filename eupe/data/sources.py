@@ -1,42 +1,46 @@
-"""Training image streams: folders, list files and WebDataset-style tar shards, mixed, sharded and resumable.
+"""Indexed training image sources: image files (folder, glob, list file) and WebDataset-style tar shards.
 
-* A *source* is an indexable set of images: :class:`FileSource` (anything ``list_images`` accepts) or
-  :class:`TarShardSource` (uncompressed ``.tar`` shards; files grouped into samples by key, the part of the
-  name before the first dot, as WebDataset does; the sample's first file whose last suffix is
-  jpg/jpeg/png/webp is its image).
-* :class:`BatchPlan` fixes the order: for every epoch a seeded permutation of the main source; before each
-  step a seeded coin picks, with probability ``extra_prob``, a *homogeneous* batch from the extra source
-  instead (the paper's 10 % ImageNet-1k batches). An epoch ends when the main source is used up. The plan of
-  step ``(epoch, step)`` depends only on the seed, so a resumed run sees exactly the data of an uninterrupted
-  one; each global batch is split across ranks, so ranks never share a sample.
-* :class:`ImageStream` turns the plan into augmented batches with a DataLoader; images that cannot be read
-  are skipped and counted, never raised mid-epoch. Augmentation is seeded per sample, so batches do not depend
-  on the number of workers.
+A source has a length and loads item ``index`` as an RGB PIL image, raising :class:`ImageDecodeError` for one
+that cannot be decoded (the training stream, :class:`eupe.distill.data.ViewStream`, skips and counts those).
+
+* :class:`FileSource`: anything :func:`eupe.data.images.list_images` accepts, decoded with ``load_image``.
+* :class:`TarShardSource`: uncompressed ``.tar`` shards read by offset (random access, no ``webdataset``
+  dependency). Files are grouped into samples by key, the part of the name before the first dot, as WebDataset
+  does; a sample's first file whose last suffix is jpg/jpeg/png/webp is its image, decoded with ``decode_bytes``.
+* :func:`open_source` picks one from a spec: a ``.tar`` file, a glob or brace range of them
+  (``shards/*.tar``, ``shards/train-{000..099}.tar``), a folder holding only ``.tar`` files, or else image files.
 """
 
 from __future__ import annotations
 
 import glob
 import io
-import logging
 import os
-from dataclasses import dataclass
+import re
+import tarfile
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .augment import Augment, AugmentConfig
 from .images import ImageDecodeError, ImageSourceError, list_images, load_image, to_rgb
 
-logger = logging.getLogger(__name__)
-
 TAR_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+_GLOB_CHARS = set("*?[")
+_BRACE = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
 
 
-# ------------------------------------------------------------------------------------------------- sources
+class ImageSource(Protocol):
+    """An indexed set of images; ``load`` raises :class:`ImageDecodeError` for an undecodable one."""
+
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def describe(self, index: int) -> str: ...
+
+    def load(self, index: int) -> Image.Image: ...
 
 
 class FileSource:
@@ -58,6 +62,8 @@ class FileSource:
 
 
 class TarMember(NamedTuple):
+    """Where one sample's image lies: shard number, sample key, byte offset and size of its data."""
+
     shard: int
     key: str
     offset: int
@@ -65,7 +71,7 @@ class TarMember(NamedTuple):
 
 
 class TarShardSource:
-    """Samples of uncompressed tar shards, read by offset (random access, no ``webdataset`` dependency)."""
+    """The image samples of uncompressed tar shards, in shard order, then in order within each shard."""
 
     def __init__(self, shards: Sequence[str | Path]) -> None:
         self.shards = [str(s) for s in shards]
@@ -74,7 +80,7 @@ class TarShardSource:
         if not self.members:
             raise ImageSourceError(f"Tar shards {self.name} hold no images (looked for samples with a "
                                    f"{'/'.join(TAR_IMAGE_EXTENSIONS)} file)")
-        self._handles: dict[int, object] = {}
+        self._handles: dict[int, io.BufferedReader] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -95,20 +101,18 @@ class TarShardSource:
             raise ImageDecodeError(where, f"cannot read shard ({err})") from None
         return decode_bytes(data, where)
 
-    def _handle(self, shard: int):
-        if self._pid != os.getpid():  # forked into a DataLoader worker: never share file offsets with the parent
+    def _handle(self, shard: int) -> io.BufferedReader:
+        if self._pid != os.getpid():  # forked (e.g. a DataLoader worker): never share file offsets with the parent
             self._handles, self._pid = {}, os.getpid()
         if shard not in self._handles:
             self._handles[shard] = open(self.shards[shard], "rb")
         return self._handles[shard]
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handles": {}}
+        return {**self.__dict__, "_handles": {}}  # open files do not pickle; reopened on first use
 
 
 def _index_shard(shard_index: int, path: str) -> list[TarMember]:
-    import tarfile
-
     found: dict[str, TarMember] = {}
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -134,15 +138,67 @@ def decode_bytes(data: bytes, where: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
+    except UnidentifiedImageError:
+        raise ImageDecodeError(where, "not an image (unrecognised format)") from None
     except Exception as err:  # PIL raises many types for corrupt data
         raise ImageDecodeError(where, f"corrupt image: {err or type(err).__name__}") from None
 
 
-ImageSource = FileSource | TarShardSource
+def expand_braces(pattern: str) -> list[str]:
+    """Shell-style brace expansion: ``a-{0..2}.tar`` -> ``a-0.tar a-1.tar a-2.tar``; ``{x,y}`` -> ``x y``.
+
+    Numeric ranges keep the zero padding of their bounds (``{000..099}``); several braces expand left to right.
+    """
+    match = _BRACE.search(pattern)
+    if match is None:
+        return [pattern]
+    body = match.group(1)
+    numeric = _RANGE.fullmatch(body)
+    if numeric:
+        bounds = numeric.group(1), numeric.group(2)
+        lo, hi = int(bounds[0]), int(bounds[1])
+        padded = any(len(b) > 1 and b.lstrip("-").startswith("0") for b in bounds)
+        width = max(len(b) for b in bounds) if padded else 0
+        step = 1 if hi >= lo else -1
+        choices = [f"{i:0{width}d}" for i in range(lo, hi + step, step)]
+    elif "," in body:
+        choices = body.split(",")
+    else:
+        choices = [match.group(0)]  # not a brace expression: keep it literally
+    head, tail = pattern[: match.start()], pattern[match.end():]
+    return [head + choice + rest for choice in choices for rest in expand_braces(tail)]
+
+
+def _shard_paths(spec: str) -> list[str]:
+    """The ``.tar`` files a spec names (a path, a glob, a brace range), in order; raises if any is missing."""
+    if os.path.isfile(os.path.expanduser(spec)):
+        return [os.path.expanduser(spec)]
+    paths: list[str] = []
+    missing: list[str] = []
+    for pattern in expand_braces(os.path.expanduser(spec)):
+        if _GLOB_CHARS & set(pattern):
+            matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+            if matches:
+                paths += matches
+            else:
+                missing.append(pattern)
+        elif os.path.isfile(pattern):
+            paths.append(pattern)
+        else:
+            missing.append(pattern)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise FileNotFoundError(f"Tar shards {spec!r} not found ({shown}): give an existing .tar file, a glob "
+                                f"of them (shards/*.tar) or a brace range (shards/train-{{000..099}}.tar)")
+    return list(dict.fromkeys(paths))
 
 
 def open_source(spec: str | Path | Sequence[str | Path]) -> ImageSource:
-    """A ``.tar`` file, a glob of them or a folder holding only ``.tar`` files -> tar shards; else image files."""
+    """Tar shards for a ``.tar`` file, a glob/brace range of them, a sequence of ``.tar`` paths or a folder holding
+    only ``.tar`` files; else the image files of a folder, glob, list file or sequence of paths.
+
+    Raises ``FileNotFoundError`` for a missing path or shard and ``ImageSourceError`` for a source without images.
+    """
     if isinstance(spec, (list, tuple)):
         paths = [str(p) for p in spec]
         return TarShardSource(paths) if paths and all(p.endswith(".tar") for p in paths) else FileSource(paths)
@@ -153,211 +209,8 @@ def open_source(spec: str | Path | Sequence[str | Path]) -> ImageSource:
         if entries and all(e.is_file() and e.name.endswith(".tar") for e in entries):
             return TarShardSource([e.path for e in entries])
     elif text.endswith(".tar"):
-        shards = sorted(glob.glob(os.path.expanduser(text))) if set("*?[") & set(text) else [text]
-        if not shards or not all(os.path.isfile(s) for s in shards):
-            raise FileNotFoundError(f"Tar shards {text!r} not found: give an existing .tar file or a glob of them")
-        return TarShardSource(shards)
+        return TarShardSource(_shard_paths(text))
+    elif not path.exists() and not _GLOB_CHARS & set(text):
+        raise FileNotFoundError(f"Image source {text!r} does not exist: give an image folder, a glob, a list file "
+                                f"or tar shards (a .tar file, a glob or a brace range of them)")
     return FileSource(spec)
-
-
-# ---------------------------------------------------------------------------------------------------- plan
-
-
-class Position(NamedTuple):
-    """Where a stream is: the next step to run of an epoch. Save it with a checkpoint to resume exactly."""
-
-    epoch: int = 0
-    step: int = 0
-
-
-START = Position()
-
-
-class PlannedBatch(NamedTuple):
-    epoch: int
-    step: int
-    source: int  # 0 = main source, 1 = extra source
-    indices: list[int]  # this rank's sample indices in that source
-
-
-def _generator(*keys: int) -> torch.Generator:
-    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-    return torch.Generator().manual_seed(seed)
-
-
-class BatchPlan:
-    """Deterministic, resumable and rank-sharded batch order over a main and an optional extra source."""
-
-    def __init__(self, main_size: int, batch_size: int, *, extra_size: int = 0, extra_prob: float = 0.0,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
-        if batch_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"Need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
-        if not 0.0 <= extra_prob < 1.0 or (extra_prob > 0 and extra_size == 0):
-            raise ValueError(f"extra_prob must be in [0, 1) and needs a non-empty extra source, got {extra_prob} "
-                             f"with {extra_size} extra images")
-        self.main_size, self.extra_size, self.extra_prob = main_size, extra_size, extra_prob
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.seed, self.drop_last = seed, drop_last
-        self.global_batch = batch_size * world_size
-        self.main_batches = main_size // self.global_batch if drop_last else -(-main_size // self.global_batch)
-        if self.main_batches == 0:
-            raise ValueError(f"The source has {main_size} images, fewer than one global batch ({batch_size} per "
-                             f"rank x {world_size} ranks); use a smaller batch or drop_last=False")
-        if extra_prob > 0 and extra_size < self.global_batch:
-            raise ValueError(f"The extra source has {extra_size} images, fewer than one global batch "
-                             f"({self.global_batch})")
-
-    def _choices(self, epoch: int) -> list[int]:
-        """Source of every step of ``epoch`` (0 main, 1 extra); ends with the last main batch."""
-        g = _generator(self.seed, epoch, 1)
-        choices: list[int] = []
-        main = 0
-        while main < self.main_batches:
-            extra = self.extra_prob > 0 and torch.rand((), generator=g).item() < self.extra_prob
-            choices.append(int(extra))
-            main += not extra
-        return choices
-
-    def steps_in_epoch(self, epoch: int) -> int:
-        """Number of steps (main + extra batches) of ``epoch``."""
-        return len(self._choices(epoch))
-
-    def _extra_order(self, epoch: int, needed: int) -> list[int]:
-        """Fresh permutations of the extra source, each cut to whole global batches (no repeats within a batch)."""
-        usable = self.extra_size // self.global_batch * self.global_batch
-        order: list[int] = []
-        cycle = 0
-        while len(order) < needed:
-            perm = torch.randperm(self.extra_size, generator=_generator(self.seed, epoch, 2, cycle))
-            order += perm[:usable].tolist()
-            cycle += 1
-        return order
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[PlannedBatch]:
-        """This rank's batches of ``epoch`` from ``start_step`` on."""
-        choices = self._choices(epoch)
-        main_order = torch.randperm(self.main_size, generator=_generator(self.seed, epoch, 0)).tolist()
-        extra_order = self._extra_order(epoch, sum(choices) * self.global_batch) if any(choices) else []
-        counts = [0, 0]
-        for step, source in enumerate(choices):
-            order = extra_order if source else main_order
-            start = counts[source] * self.global_batch
-            counts[source] += 1
-            if step < start_step:
-                continue
-            chunk = order[start : start + self.global_batch]
-            per_rank = -(-len(chunk) // self.world_size)
-            yield PlannedBatch(epoch, step, source, chunk[self.rank * per_rank : (self.rank + 1) * per_rank])
-
-    def batches(self, start: Position = START) -> Iterator[PlannedBatch]:
-        """Endless stream of this rank's batches from ``start``, epoch after epoch."""
-        epoch, step = start
-        while True:
-            yield from self.epoch(epoch, step)
-            epoch, step = epoch + 1, 0
-
-
-# -------------------------------------------------------------------------------------------------- stream
-
-
-@dataclass
-class StreamConfig:
-    """The training data of a distillation run.
-
-    source: folder, list file, glob, or tar shards (a ``.tar``, a glob of them, or a folder of ``.tar`` files).
-    extra_source: optional second source drawn as whole batches with probability ``extra_prob`` (ImageNet-1k in
-        the paper, 10 %).
-    batch_size: per rank. seed: fixes order and augmentation. num_workers: DataLoader worker processes.
-    """
-
-    source: str = ""
-    extra_source: str | None = None
-    extra_prob: float = 0.1
-    batch_size: int = 64
-    seed: int = 0
-    num_workers: int = 4
-    drop_last: bool = True
-
-
-class StreamBatch(NamedTuple):
-    """Augmented crops ``[b, 3, S, S]`` in [0, 1] (``b`` may be below the batch size after skips), where they
-    came from, and ``(image, reason)`` for each skipped image. Resume after it from ``next_position``."""
-
-    images: torch.Tensor
-    epoch: int
-    step: int
-    source: str
-    failures: list[tuple[str, str]]
-
-    @property
-    def next_position(self) -> Position:
-        return Position(self.epoch, self.step + 1)
-
-
-class _AugmentedItems(torch.utils.data.Dataset):
-    """Item ``(epoch, source, index)`` -> ``(crop, None)`` or ``(None, (image, reason))``; never raises."""
-
-    def __init__(self, sources: Sequence[ImageSource], augment: Augment, seed: int) -> None:
-        self.sources, self.augment, self.seed = list(sources), augment, seed
-
-    def __getitem__(self, key: tuple[int, int, int]):
-        epoch, source, index = key
-        src = self.sources[source]
-        try:
-            image = src.load(index)
-            return self.augment(image, _generator(self.seed, epoch, 3, source, index)), None
-        except ImageDecodeError as err:
-            return None, (err.path, err.reason)
-        except Exception as err:  # an odd image must not stop training
-            return None, (src.describe(index), f"{type(err).__name__}: {err}")
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self.sources)
-
-
-def _collate(items):
-    good = [crop for crop, _ in items if crop is not None]
-    return (torch.stack(good) if good else None), [failure for _, failure in items if failure is not None]
-
-
-class ImageStream:
-    """Endless, resumable stream of augmented training batches for one rank (see the module docstring)."""
-
-    def __init__(self, cfg: StreamConfig, augment: AugmentConfig | Augment | None = None, *,
-                 rank: int | None = None, world_size: int | None = None) -> None:
-        if not cfg.source:
-            raise ValueError("StreamConfig.source is empty: give an image folder, list file, glob or tar shards")
-        if rank is None or world_size is None:
-            dist = torch.distributed
-            initialised = dist.is_available() and dist.is_initialized()
-            rank = dist.get_rank() if initialised else 0
-            world_size = dist.get_world_size() if initialised else 1
-        self.cfg = cfg
-        self.sources = [open_source(cfg.source)] + ([open_source(cfg.extra_source)] if cfg.extra_source else [])
-        self.plan = BatchPlan(len(self.sources[0]), cfg.batch_size,
-                              extra_size=len(self.sources[1]) if cfg.extra_source else 0,
-                              extra_prob=cfg.extra_prob if cfg.extra_source else 0.0, seed=cfg.seed, rank=rank,
-                              world_size=world_size, drop_last=cfg.drop_last)
-        self.augment = augment if isinstance(augment, Augment) else Augment(augment)
-        self.items = _AugmentedItems(self.sources, self.augment, cfg.seed)
-        self.skipped = 0  # images skipped so far (unreadable or failing augmentation)
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[StreamBatch]:
-        """The batches of one epoch from ``start_step``; a batch whose images all fail is skipped (and counted)."""
-        planned = list(self.plan.epoch(epoch, start_step))
-        loader = torch.utils.data.DataLoader(
-            self.items, batch_sampler=[[(b.epoch, b.source, i) for i in b.indices] for b in planned],
-            num_workers=self.cfg.num_workers, collate_fn=_collate, persistent_workers=False)
-        for batch, (images, failures) in zip(planned, loader, strict=True):
-            for image, reason in failures:
-                logger.warning("skipping unreadable image %s: %s", image, reason)
-            self.skipped += len(failures)
-            if images is not None:
-                yield StreamBatch(images, batch.epoch, batch.step, self.sources[batch.source].name, failures)
-
-    def batches(self, start: Position = START) -> Iterator[StreamBatch]:
-        """Endless batches from ``start`` (a saved ``StreamBatch.next_position``), epoch after epoch."""
-        epoch, step = start
-        while True:
-            yield from self.epoch(epoch, step)
-            epoch, step = epoch + 1, 0

@@ -30,7 +30,7 @@ class StudentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = ""  # image folder tree, glob or list file (eupe.data.images.list_images)
+    source: str = ""  # image folder, glob, list file or tar shards (*.tar, {000..099}.tar): data.sources.open_source
     second_source: str | None = None  # optional curated set sampled as homogeneous batches
     second_source_prob: float = 0.1  # paper: 10% ImageNet-1k batches [P]
     student_scales: list[int] = field(default_factory=lambda: [256])  # stage 3: [256, 384, 512]

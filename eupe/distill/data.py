@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..data.images import ImageDecodeError, ImageRecord, load_image
+from ..data.images import ImageDecodeError
+from ..data.sources import ImageSource
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +48,21 @@ class ViewSource(Protocol):
 
 
 class AugmentedImages:
-    """Images from files, decoded with :func:`eupe.data.images.load_image` and augmented with a seeded callable.
+    """The images of an :class:`~eupe.data.sources.ImageSource` (files or tar shards), augmented per view.
 
-    ``augment(image, generator) -> Tensor`` is e.g. :class:`eupe.data.augment` 's pipeline at the crop size.
+    ``augment(image, generator) -> Tensor`` is e.g. :class:`eupe.data.augment.Augment` at the crop size.
     Decoding errors propagate as :class:`ImageDecodeError` for the stream to count and skip.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], augment: Callable[[Image.Image, torch.Generator], Tensor],
-                 *, preload: Callable[[Image.Image], Image.Image] | None = None) -> None:
-        if not records:
-            raise DataError("The image source is empty: it lists no images")
-        self.records = list(records)
+    def __init__(self, source: ImageSource, augment: Callable[[Image.Image, torch.Generator], Tensor]) -> None:
+        self.source = source
         self.augment = augment
-        self.preload = preload
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.source)
 
     def view(self, index: int, view: int, seed: int) -> Tensor:
-        image = load_image(self.records[index].path)
-        if self.preload is not None:
-            image = self.preload(image)
-        return self.augment(image, torch.Generator().manual_seed(seed))
+        return self.augment(self.source.load(index), torch.Generator().manual_seed(seed))
 
 
 class InMemoryImages:

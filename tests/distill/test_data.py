@@ -1,7 +1,15 @@
+import io
+import tarfile
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from eupe.data.augment import AugmentConfig
+from eupe.distill.config import DataConfig
 from eupe.distill.data import DataError, ViewStream
+from eupe.distill.sources import build_view_sources
 from tests.distill.helpers import TensorViews, random_images
 
 
@@ -62,3 +70,45 @@ def test_empty_source_is_one_clear_error():
         ViewStream(TensorViews(torch.zeros(0, 3, 8, 8), 8), 2)
     with pytest.raises(DataError, match="divisible"):
         ViewStream(TensorViews(random_images(4), 8), 3, world_size=2)
+
+
+def write_png_shard(path, keys, corrupt=()):
+    """A WebDataset-style shard: ``<key>.png`` members (random pixels), ``corrupt`` keys holding garbage bytes."""
+    with tarfile.open(path, "w") as tar:
+        for key in keys:
+            buf = io.BytesIO()
+            Image.fromarray(np.random.default_rng(key).integers(0, 256, (20, 24, 3), np.uint8)).save(buf, "PNG")
+            data = b"not a png" if key in corrupt else buf.getvalue()
+            info = tarfile.TarInfo(f"{key:06d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_tar_shards_feed_the_stream_deterministically_skipping_corrupt_members(tmp_path):
+    write_png_shard(tmp_path / "train-000.tar", range(1, 5))
+    write_png_shard(tmp_path / "train-001.tar", range(5, 9), corrupt={6})
+    data = DataConfig(source=str(tmp_path / "train-{000..001}.tar"), augment=AugmentConfig(size=16))
+    primary, second = build_view_sources(data)
+    assert len(primary) == 8 and second is None
+    first = ViewStream(primary, 4, seed=5)
+    batches = collect(first, 4)  # two epochs: the corrupt member is met (and replaced) once in each
+    assert all(b.images.shape == (4, 3, 16, 16) for b in batches)
+    keys = torch.cat([b.keys for b in batches])
+    corrupt_index = [m.key for m in primary.source.members].index("000006")
+    assert corrupt_index not in keys[:, 1].tolist() and first.state.skipped == 2
+    again = collect(ViewStream(build_view_sources(data)[0], 4, seed=5), 4)
+    for a, b in zip(batches, again):
+        assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
+    globbed = build_view_sources(DataConfig(source=str(tmp_path / "*.tar"), augment=AugmentConfig(size=16)))[0]
+    assert torch.equal(collect(ViewStream(globbed, 4, seed=5), 1)[0].images, batches[0].images)
+
+
+def test_config_sources_are_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="data.source is empty"):
+        build_view_sources(DataConfig())
+    write_png_shard(tmp_path / "train-000.tar", [1])
+    with pytest.raises(DataError, match=r"data.source: .*train-001.tar"):
+        build_view_sources(DataConfig(source=str(tmp_path / "train-{000..001}.tar")))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match="data.second_source is empty"):
+        build_view_sources(DataConfig(source=str(tmp_path / "train-000.tar"), second_source=str(tmp_path / "none")))
