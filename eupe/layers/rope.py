@@ -153,12 +153,16 @@ def rope_tables_with_prefix(sin: Tensor, cos: Tensor, num_prefix: int) -> tuple[
 def apply_rope(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
     """Rotates ``x`` (``[..., N, D]``) with tables from :func:`rope_tables_with_prefix`, computed in fp32.
 
-    ``x * cos`` plus the swapped halves of ``x`` times ``signed_sin``, accumulated in place into the two halves of
-    the result: two passes over ``x`` and no temporary for the swapped copy.
+    Eager: ``x * cos`` plus the swapped halves of ``x`` times ``signed_sin``, accumulated in place into the two
+    halves of the result (two passes over ``x``, no temporary). Traced/exported graphs get the equivalent
+    out-of-place form, since in-place slice updates become slow scatter ops in ONNX.
     """
     dtype = x.dtype
     x = x.float()
     half = x.shape[-1] // 2
+    if _is_tracing():
+        rolled = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+        return (x * cos + rolled * signed_sin).to(dtype)
     out = x * cos
     out[..., :half].addcmul_(x[..., half:], signed_sin[..., :half])
     out[..., half:].addcmul_(x[..., :half], signed_sin[..., half:])
