@@ -2,7 +2,8 @@
 
 Every command's settings are a (possibly nested) dataclass. ``load_config(MyConfig, "run.yaml", ["a.b=3"])``
 reads the YAML, applies dotted overrides (values parsed as YAML scalars, so ``3``, ``1e-4``, ``true``, ``[1,2]``
-work; ``list.0.key=v`` edits one item of a list), rejects unknown keys with the list of valid ones, and checks types of scalar fields.
+work; ``list.0.key=v`` edits one item of a list), rejects unknown keys with the list of valid ones, and checks
+types of scalar fields.
 """
 
 from __future__ import annotations
