@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+
+from .transforms import to_unit_tensor
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's "L" conversion
 
@@ -126,7 +127,7 @@ def resized_crop(image: Image.Image | Tensor, box: tuple[int, int, int, int], si
         if image.mode != "RGB":
             image = image.convert("RGB")
         out = image.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
-        return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+        return to_unit_tensor(out)
     x = image[..., top : top + h, left : left + w]
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     x = F.interpolate(x[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]

@@ -12,6 +12,18 @@ from PIL import Image
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
+def to_unit_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """RGB PIL image or ``HxWx3`` uint8 array -> ``3 x H x W`` float tensor in [0, 1] (no resizing)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+
+
+def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` with the ImageNet constants, for ``[..., 3, H, W]`` tensors in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
 class EvalTransform:
     """Callable: PIL image, ``HxWxC`` uint8 array or ``CxHxW`` tensor -> normalised ``3 x S x S`` float tensor.
 
@@ -36,7 +48,7 @@ class EvalTransform:
             if image.mode != "RGB":
                 image = image.convert("RGB")
             image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
-            x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+            x = to_unit_tensor(image)
         else:
             x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
             x = F.interpolate(x[None], size=self.size, mode="bilinear", antialias=True, align_corners=False)[0]

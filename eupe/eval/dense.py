@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data.images import load_image
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import normalize_imagenet, to_unit_tensor
 from ..utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -79,11 +79,7 @@ class ImageTargetDataset(torch.utils.data.Dataset, Generic[S, T]):
 
 def image_to_tensor(image: Image.Image | np.ndarray) -> Tensor:
     """RGB PIL image or ``HxWx3`` uint8 array -> ImageNet-normalised ``3 x H x W`` float tensor (no resizing)."""
-    array = np.asarray(image, dtype=np.uint8)
-    x = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return normalize_imagenet(to_unit_tensor(image))
 
 
 def feature_stride(backbone: nn.Module) -> int:
