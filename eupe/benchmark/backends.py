@@ -34,7 +34,7 @@ class BuildContext:
     model_name: str
     workdir: Path
     threads: int = 0
-    onnx_exporter: str = "torchscript"
+    onnx_exporter: str = "dynamo"  # the tracing exporter's graphs defeat onnxruntime's SkipLayerNorm fusion
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,15 @@ def _torch_int8(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
     return _inference(FeatureOutputs(quantize_int8(model)).eval())
 
 
-def _onnx_file(model: nn.Module, example: Tensor, ctx: BuildContext) -> Path:
-    """One dynamic-shape fp32 ONNX export per model, shared by every size and batch (and by the int8 backend)."""
+def _onnx_file(model: nn.Module, example: Tensor, ctx: BuildContext, optimize: bool = True) -> Path:
+    """One dynamic-shape fp32 ONNX export per model and flavour (onnxruntime-optimised or portable), shared by
+    every size and batch (and by the int8 backend)."""
     from ..export.onnx import export_onnx
 
-    path = ctx.workdir / f"{ctx.model_name}.onnx"
+    path = ctx.workdir / f"{ctx.model_name}{'.ort' if optimize else ''}.onnx"
     if not path.exists():
         export_onnx(model, path, size=tuple(example.shape[2:]), exporter=ctx.onnx_exporter,  # type: ignore[arg-type]
-                    verify=True, model_name=ctx.model_name)
+                    verify=True, model_name=ctx.model_name, optimize=optimize)
     return path
 
 
@@ -97,6 +98,12 @@ def _onnxruntime(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner
     from ..export.onnx import OnnxRunner
 
     return OnnxRunner(_onnx_file(model, example, ctx), threads=ctx.threads or None, spinning=False)
+
+
+def _onnxruntime_portable(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
+    from ..export.onnx import OnnxRunner
+
+    return OnnxRunner(_onnx_file(model, example, ctx, optimize=False), threads=ctx.threads or None, spinning=False)
 
 
 def _onnxruntime_int8(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
@@ -142,9 +149,13 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("eager-bf16", "cpu", _eager_bf16, description="PyTorch eager, weights and activations in bf16"),
     Backend("compile", "cpu", _compiled, description="torch.compile (inductor) fp32"),
     Backend("torch-int8", "cpu", _torch_int8, description="eupe.export.quantize_int8 (dynamic int8 Linear)"),
-    Backend("onnxruntime", "cpu", _onnxruntime, ("onnx", "onnxruntime"), "ONNX Runtime fp32"),
-    Backend("onnxruntime-int8", "cpu", _onnxruntime_int8, ("onnx", "onnxruntime", "onnxruntime.quantization"),
-            "ONNX Runtime, dynamic int8"),
+    Backend("onnxruntime", "cpu", _onnxruntime, ("onnx", "onnxruntime", "onnxscript"),
+            "ONNX Runtime fp32, onnxruntime-optimised export (fused attention, GELU, residual + LayerNorm)"),
+    Backend("onnxruntime-portable", "cpu", _onnxruntime_portable, ("onnx", "onnxruntime", "onnxscript"),
+            "ONNX Runtime fp32, portable export (standard ONNX ops only)"),
+    Backend("onnxruntime-int8", "cpu", _onnxruntime_int8,
+            ("onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript"),
+            "ONNX Runtime, dynamic int8 of the onnxruntime-optimised export"),
     Backend("executorch", "cpu", _executorch, ("executorch.exir", "executorch.runtime"),
             "ExecuTorch + XNNPACK fp32 (one program per shape)", per_shape_export=True),
     Backend("cuda-bf16", "cuda", _cuda_bf16, description="PyTorch eager on CUDA with bf16 autocast"),

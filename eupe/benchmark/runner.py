@@ -32,7 +32,7 @@ class BenchConfig:
     threads: int = 0  # intra-op threads for torch and ONNX Runtime; 0 keeps the libraries' defaults
     weights: str = "random"  # weights do not change speed; 'random' needs no download
     depth: int = 0  # >0 overrides the depth of ViTs (smoke tests); 0 keeps the real architecture
-    onnx_exporter: str = "torchscript"
+    onnx_exporter: str = "dynamo"
     output_dir: str = "bench_results"
     seed: int = 0
 

@@ -58,14 +58,18 @@ def export_model(
     onnx_exporter: str = "dynamo",
     int8: bool = False,
     batch: int = 1,
+    optimize: bool = False,
 ) -> ExportResult:
     """Exports ``model`` as ``fmt`` (one of :data:`FORMATS`) to ``output`` and verifies it (unless ``verify=False``).
 
     ``int8`` (onnx only) also writes ``<output>.int8.onnx`` and checks its class-token cosine on real photos;
-    ``batch`` is the fixed batch of ExecuTorch programs (the other formats have a dynamic batch).
+    ``batch`` is the fixed batch of ExecuTorch programs (the other formats have a dynamic batch); ``optimize``
+    (onnx only) writes an onnxruntime-specific file with fused attention/GELU/LayerNorm contrib ops.
     """
     if fmt not in FORMATS:
         raise ExportError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if optimize and fmt != "onnx":
+        raise ExportError(f"--optimize applies to --format onnx only (got {fmt}).")
     if int8 and fmt != "onnx":
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
                           "eupe.export.quantize_int8.")
@@ -76,7 +80,7 @@ def export_model(
         from .onnx import DEFAULT_OPSET, export_onnx, int8_path_for, quantize_onnx_int8, verify_int8
 
         result.report = export_onnx(model, output, opset=opset or DEFAULT_OPSET, exporter=onnx_exporter,  # type: ignore[arg-type]
-                                    model_name=model_name, **common)
+                                    model_name=model_name, optimize=optimize, **common)
         if int8:
             int8_path = quantize_onnx_int8(output, int8_path_for(output))
             result.paths.append(int8_path)

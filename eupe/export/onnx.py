@@ -7,6 +7,7 @@ RoPE tables are computed inside the graph from the input's shape (see :mod:`eupe
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -19,7 +20,22 @@ from torch import Tensor, nn
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..utils.io import atomic_path
 from ._deps import require
-from .prepare import INPUT_NAME, ExportError, check_size, dynamic_shapes, export_ready, input_stride, verification_sizes
+from .ort_fusion import (
+    apply_transformer_fusions,
+    dynamo_translations,
+    register_torchscript_symbolic,
+    use_fused_attention,
+)
+from .prepare import (
+    INPUT_NAME,
+    ExportError,
+    FeatureOutputs,
+    check_size,
+    dynamic_shapes,
+    export_ready,
+    input_stride,
+    verification_sizes,
+)
 from .verify import VerificationReport, parity_check, sample_images, similarity_check
 
 logger = logging.getLogger(__name__)
@@ -53,15 +69,20 @@ class OnnxRunner:
         return self.session.run(None, {self.input_name: array})
 
 
-def _export(wrapper: nn.Module, example: Tensor, path: Path, opset: int, exporter: Exporter, dynamic: bool) -> None:
+def _export(wrapper: nn.Module, example: Tensor, path: Path, opset: int, exporter: Exporter, dynamic: bool,
+            fused_attention: bool) -> None:
     names = dict(input_names=[INPUT_NAME], output_names=wrapper.output_names)
     if exporter == "dynamo":
         require("onnxscript", "ONNX export with the dynamo exporter")
         shapes = dynamic_shapes(input_stride(wrapper), *example.shape[2:]) if dynamic else None
         program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
-                                    external_data=False, verbose=False, **names)
+                                    external_data=False, verbose=False,
+                                    custom_translation_table=dynamo_translations() if fused_attention else None,
+                                    **names)
         program.save(str(path))
     elif exporter == "torchscript":
+        if fused_attention:
+            register_torchscript_symbolic(opset)
         axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
         axes.update({name: {0: "batch", 1: "tokens"} for name in wrapper.output_names[1:]})
         axes[wrapper.output_names[0]] = {0: "batch"}
@@ -94,33 +115,44 @@ def export_onnx(
     verify: bool = True,
     atol: float = 1e-4,
     model_name: str = "",
+    optimize: bool = False,
 ) -> VerificationReport:
     """Writes ``model`` as ONNX to ``output`` and checks it with onnxruntime against eager at three sizes.
 
     Inputs: ``pixel_values [batch, 3, height, width]`` (normalised, height/width multiples of the stride when
-    ``dynamic``); outputs ``class_token``, ``patch_tokens`` (and ``storage_tokens``). Raises
+    ``dynamic``); outputs ``class_token``, ``patch_tokens`` (and ``storage_tokens``). ``optimize`` writes a
+    file tuned for onnxruntime (fused attention, GELU and residual + LayerNorm contrib ops; see
+    :mod:`eupe.export.ort_fusion`) that other runtimes cannot run. Raises
     :class:`~eupe.export.verify.VerificationError` when the ONNX outputs differ from eager by more than ``atol``.
     """
     require("onnx", "ONNX export")
+    if optimize:
+        require("onnxruntime", "onnxruntime-optimised ONNX export (--optimize)")
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old: RoPE ViTs need opset {MIN_OPSET} or newer.")
     check_size(model, *size)
     wrapper = export_ready(model, storage_tokens=storage_tokens)
+    if optimize:
+        use_fused_attention(wrapper)
     example = torch.randn(2, 3, *size)
     output = Path(output)
     with atomic_path(output) as tmp:
-        _export(wrapper, example, tmp, opset, exporter, dynamic)
+        _export(wrapper, example, tmp, opset, exporter, dynamic, fused_attention=optimize)
+        fused = apply_transformer_fusions(tmp) if optimize else {}
         _add_metadata(tmp, {
             "eupe_model": model_name or type(model).__name__, "input": INPUT_NAME,
             "stride": input_stride(model), "embed_dim": getattr(model, "embed_dim", ""),
             "mean": ",".join(map(str, IMAGENET_MEAN)), "std": ",".join(map(str, IMAGENET_STD)),
             "dynamic_hw": dynamic, "export_size": f"{size[0]}x{size[1]}",
+            "runtime": "onnxruntime (com.microsoft contrib ops)" if optimize else "any (standard ONNX)",
         })
-    logger.info("wrote %s (%s exporter, opset %d)", output, exporter, opset)
+    logger.info("wrote %s (%s exporter, opset %d%s)", output, exporter, opset,
+                f", onnxruntime fusions {fused}" if optimize else "")
     report = VerificationReport()
     if verify:
         sizes = verification_sizes(size, input_stride(model)) if dynamic else [size]
-        report = parity_check(wrapper, OnnxRunner(output), sizes, atol=atol, label="onnxruntime fp32")
+        reference = FeatureOutputs(copy.deepcopy(model).eval(), storage_tokens)  # the model as given, unfolded
+        report = parity_check(reference, OnnxRunner(output), sizes, atol=atol, label="onnxruntime fp32")
         report.raise_if_failed(f"ONNX file {output}")
     return report
 

@@ -2,9 +2,10 @@
 
 Exporters need (1) a forward that returns a tuple of tensors instead of the feature dict, (2) RoPE tables
 computed from the traced input size rather than taken from the eager cache (a cached table would be baked into
-the graph as a constant of the example's size), and (3) plain ``nn.Linear`` layers (the masked-key-bias qkv
-projection is folded into an ordinary bias, so quantisers and converters see standard layers). All of this is
-done on a copy: the caller's model is left untouched.
+the graph as a constant of the example's size), (3) plain ``nn.Linear`` layers (the masked-key-bias qkv
+projection is folded into an ordinary bias, so quantisers and converters see standard layers) and (4) no
+LayerScale multiplications (each ``gamma`` is folded into the linear layer before it: one op less per residual
+branch). All of this is done on a copy: the caller's model is left untouched.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import types
 import torch
 from torch import Tensor, nn
 
-from ..layers import LinearKMaskedBias, RopePositionEmbedding
+from ..layers import LinearKMaskedBias, RopePositionEmbedding, SelfAttentionBlock
 from ..layers.rope import rope_tables_with_prefix
 from ..models import ConvNeXt, VisionTransformer
+from ..models.convnext import ConvNeXtBlock
 
 OUTPUT_NAMES = ("class_token", "patch_tokens", "storage_tokens")
 INPUT_NAME = "pixel_values"
@@ -109,12 +111,39 @@ def fold_masked_bias(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def _scale_outputs(linear: nn.Linear, gamma: Tensor) -> None:
+    linear.weight.mul_(gamma[:, None])
+    if linear.bias is not None:
+        linear.bias.mul_(gamma)
+
+
+def fold_layerscale(model: nn.Module) -> nn.Module:
+    """Folds every LayerScale ``gamma`` (in place) into the output rows of the linear layer that feeds it.
+
+    ``x + gamma * (W y + b) == x + (diag(gamma) W) y + gamma * b``: equal up to float rounding.
+    """
+    for module in model.modules():
+        if isinstance(module, SelfAttentionBlock):
+            ffn_output = list(module.mlp.children())[-1]  # Mlp.fc2 / SwiGLUFFN.w3
+            for attr, linear in (("ls1", module.attn.proj), ("ls2", ffn_output)):
+                scale = getattr(module, attr)
+                if scale is not None and isinstance(linear, nn.Linear) and module.drop_path is None:
+                    _scale_outputs(linear, scale.gamma)
+                    setattr(module, attr, None)
+        elif isinstance(module, ConvNeXtBlock) and module.gamma is not None:
+            _scale_outputs(module.pwconv2, module.gamma)
+            module.gamma = None
+    return model
+
+
 def export_ready(model: nn.Module, *, storage_tokens: bool = False) -> FeatureOutputs:
-    """An eval-mode copy of ``model`` wrapped in :class:`FeatureOutputs`, with folded biases and uncached RoPE."""
+    """An eval-mode copy of ``model`` wrapped in :class:`FeatureOutputs`, with folded biases and LayerScales and
+    uncached RoPE."""
     input_stride(model)  # rejects unsupported model types early
     if storage_tokens and not getattr(model, "n_storage_tokens", 0):
         raise ExportError(f"{type(model).__name__} has no storage tokens; drop --storage-tokens.")
-    model = fold_masked_bias(copy.deepcopy(model).eval().requires_grad_(False))
+    model = fold_layerscale(fold_masked_bias(copy.deepcopy(model).eval().requires_grad_(False)))
     for module in model.modules():
         if isinstance(module, RopePositionEmbedding):
             module.tables = types.MethodType(_uncached_tables, module)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -65,6 +66,32 @@ def test_dynamo_exporter(tmp_path):
     assert len(report.checks) == 3 and report.passed
 
 
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_onnxruntime_optimised_export_fuses_and_matches_the_unfolded_model(tmp_path, exporter):
+    pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
+    model = trained_like(tiny_vit(depth=2))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.ls1.gamma.uniform_(0.5, 2.0)  # folded into proj at export; the check compares to this model
+    path = tmp_path / "vit.ort.onnx"
+    report = export_onnx(model, path, size=(32, 48), exporter=exporter, optimize=True)
+    assert len(report.checks) == 3 and report.passed, str(report)
+    graph = onnx.load(str(path))
+    ops = Counter(node.op_type for node in graph.graph.node)
+    assert ops["MultiHeadAttention"] == 2 and ops["BiasGelu"] == 2
+    assert ops["Softmax"] == ops["Erf"] == 0  # nothing left of the unfused attention and GELU
+    if exporter == "dynamo":
+        assert ops["SkipLayerNormalization"] == 4  # residual add + LayerNorm, twice per block
+    assert {p.key: p.value for p in graph.metadata_props}["runtime"].startswith("onnxruntime")
+
+
+def test_onnxruntime_optimised_convnext(tmp_path):
+    pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
+    model = trained_like(eupe.create_model("eupe_convnext_tiny", depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)))
+    report = export_onnx(model, tmp_path / "convnext.ort.onnx", size=(64, 96), optimize=True)
+    assert len(report.checks) == 3 and report.passed, str(report)
+
+
 def test_parity_check_catches_a_wrong_export(vit):
     wrong = trained_like(export_ready(vit))
     report = parity_check(export_ready(vit), wrong, [(32, 32)])
@@ -96,6 +123,8 @@ def test_bad_requests_give_clear_errors(tmp_path, vit):
         export_model(vit, "onnx", tmp_path / "x.onnx", opset=13)
     with pytest.raises(ExportError, match="Unknown format"):
         export_model(vit, "tflite", tmp_path / "x.tflite")
+    with pytest.raises(ExportError, match="--optimize applies to --format onnx only"):
+        export_model(vit, "torchscript", tmp_path / "x.pt", optimize=True)
     with pytest.raises(ExportError, match="--int8 applies to --format onnx only"):
         export_model(vit, "torchscript", tmp_path / "x.pt", int8=True)
 

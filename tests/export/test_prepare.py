@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from eupe.export import ExportError, export_ready
-from eupe.export.prepare import check_size, fold_masked_bias, input_stride, verification_sizes
-from eupe.layers import LinearKMaskedBias
-from eupe.models import ConvNeXt
+from eupe.export.prepare import check_size, fold_layerscale, fold_masked_bias, input_stride, verification_sizes
+from eupe.layers import LayerScale, LinearKMaskedBias
+from eupe.models import ConvNeXt, create_model
 from tests.helpers import tiny_vit
 
 
@@ -65,3 +67,29 @@ def test_rejects_other_modules_and_missing_storage_tokens():
         export_ready(nn.Linear(2, 2))
     with pytest.raises(ExportError, match="no storage tokens"):
         export_ready(ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)), storage_tokens=True)
+
+
+def _random_gammas(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("model", [
+    pytest.param(lambda: tiny_vit(), id="vit-mlp"),
+    pytest.param(lambda: tiny_vit(ffn_layer="swiglu"), id="vit-swiglu"),
+    pytest.param(lambda: create_model("eupe_convnext_tiny", depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)),
+                 id="convnext"),
+])
+def test_layerscale_folds_into_the_preceding_linear(model):
+    original = _random_gammas(model())
+    folded = fold_layerscale(copy.deepcopy(original))
+    assert not any(isinstance(m, LayerScale) for m in folded.modules())
+    assert all(getattr(m, "gamma", None) is None for m in folded.modules())
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected, got = original.forward_features(x), folded.forward_features(x)
+    torch.testing.assert_close(got["x_norm_clstoken"], expected["x_norm_clstoken"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["x_norm_patchtokens"], expected["x_norm_patchtokens"], atol=1e-5, rtol=1e-5)
