@@ -41,7 +41,9 @@ class SelfAttentionBlock(nn.Module):
     def _add(self, x: Tensor, y: Tensor, scale: LayerScale | None) -> Tensor:
         if self.drop_path is not None:
             return x + self.drop_path(scale(y) if scale is not None else y)
-        return scale.residual(x, y) if scale is not None else x + y
+        if scale is not None:
+            return scale.residual(x, y)  # y is this block's fresh branch output
+        return x + y
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = self._add(x, self.attn(self.norm1(x), rope), self.ls1)

@@ -21,7 +21,11 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
     def residual(self, x: Tensor, y: Tensor) -> Tensor:
-        return torch.addcmul(x, y, self.gamma)
+        """``x + gamma * y``. Without autograd the sum is written into ``y``, which must be a fresh branch output
+        (fewer large allocations: on CPU each new buffer costs page faults)."""
+        if torch.is_grad_enabled() or y.dtype != x.dtype or y.shape != x.shape:
+            return torch.addcmul(x, y, self.gamma)
+        return torch.addcmul(x, y, self.gamma, out=y)
 
 
 class DropPath(nn.Module):
