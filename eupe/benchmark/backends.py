@@ -34,7 +34,7 @@ class BuildContext:
     model_name: str
     workdir: Path
     threads: int = 0
-    onnx_exporter: str = "dynamo"  # the tracing exporter's graphs defeat onnxruntime's SkipLayerNorm fusion
+    onnx_exporter: str = "dynamo"  # as `eupe export`
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("compile", "cpu", _compiled, description="torch.compile (inductor) fp32"),
     Backend("torch-int8", "cpu", _torch_int8, description="eupe.export.quantize_int8 (dynamic int8 Linear)"),
     Backend("onnxruntime", "cpu", _onnxruntime, ("onnx", "onnxruntime", "onnxscript"),
-            "ONNX Runtime fp32, onnxruntime-optimised export (fused attention, GELU, residual + LayerNorm)"),
+            "ONNX Runtime fp32, onnxruntime-optimised export (fused attention and GELU)"),
     Backend("onnxruntime-portable", "cpu", _onnxruntime_portable, ("onnx", "onnxruntime", "onnxscript"),
             "ONNX Runtime fp32, portable export (standard ONNX ops only)"),
     Backend("onnxruntime-int8", "cpu", _onnxruntime_int8,

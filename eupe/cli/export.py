@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="torch.onnx exporter (dynamo needs onnxscript; torchscript is faster to run)")
     parser.add_argument("--int8", action="store_true", help="onnx: also write a dynamically quantised int8 model")
     parser.add_argument("--optimize", action="store_true",
-                        help="onnx: fuse attention, GELU and residual + LayerNorm into onnxruntime contrib ops "
+                        help="onnx: fuse attention and bias + GELU into onnxruntime contrib ops "
                              "(faster in onnxruntime; other runtimes cannot read the file)")
     parser.add_argument("--batch", type=int, default=1, help="executorch: the program's fixed batch size")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the parity checks")

@@ -64,7 +64,7 @@ def export_model(
 
     ``int8`` (onnx only) also writes ``<output>.int8.onnx`` and checks its class-token cosine on real photos;
     ``batch`` is the fixed batch of ExecuTorch programs (the other formats have a dynamic batch); ``optimize``
-    (onnx only) writes an onnxruntime-specific file with fused attention/GELU/LayerNorm contrib ops.
+    (onnx only) writes an onnxruntime-specific file with fused attention and GELU contrib ops.
     """
     if fmt not in FORMATS:
         raise ExportError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")

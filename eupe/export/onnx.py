@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..utils.io import atomic_path
+from ..utils.logs import quiet
 from ._deps import require
 from .ort_fusion import (
     apply_transformer_fusions,
@@ -121,7 +122,7 @@ def export_onnx(
 
     Inputs: ``pixel_values [batch, 3, height, width]`` (normalised, height/width multiples of the stride when
     ``dynamic``); outputs ``class_token``, ``patch_tokens`` (and ``storage_tokens``). ``optimize`` writes a
-    file tuned for onnxruntime (fused attention, GELU and residual + LayerNorm contrib ops; see
+    file tuned for onnxruntime (fused attention and bias + GELU contrib ops; see
     :mod:`eupe.export.ort_fusion`) that other runtimes cannot run. Raises
     :class:`~eupe.export.verify.VerificationError` when the ONNX outputs differ from eager by more than ``atol``.
     """
@@ -161,7 +162,7 @@ def quantize_onnx_int8(source: str | Path, output: str | Path) -> Path:
     """Dynamic int8 quantisation of an fp32 ONNX file's MatMul/Gemm weights (onnxruntime.quantization)."""
     quant = require("onnxruntime.quantization", "ONNX int8 quantisation")
     output = Path(output)
-    with atomic_path(output) as tmp:
+    with atomic_path(output) as tmp, quiet():  # quiet: one INFO line per tensor
         quant.quantize_dynamic(str(source), str(tmp), weight_type=quant.QuantType.QInt8,
                                op_types_to_quantize=["MatMul", "Gemm"])
     return output
