@@ -2,7 +2,7 @@
 
 A teacher receives the *same augmented crop* as the student, as ``[B, 3, H, W]`` floats in [0, 1] (not
 normalised). It resizes the crop to its own native resolution, applies its own input normalisation, runs frozen
-(eval mode, ``inference_mode``, bf16 autocast where the device allows) and returns a :class:`TeacherOutput` in
+(eval mode, ``inference_mode``, bf16 autocast where the hardware runs bf16 natively: CUDA, or CPUs with AMX) and returns a :class:`TeacherOutput` in
 fp32: one summary vector per image and a patch-feature grid.
 """
 
@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..utils.device import fast_bf16
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Teacher(nn.Module):
     def forward(self, images: Tensor) -> TeacherOutput:
         with torch.inference_mode():
             x = self.preprocess(images.float())
-            use_bf16 = self.autocast and x.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            use_bf16 = self.autocast and fast_bf16(x.device)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = self.features(x)
         # Cloned outside inference mode: normal tensors that losses may save for backward.

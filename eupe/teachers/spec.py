@@ -24,7 +24,8 @@ class TeacherSpec:
     summary_layer: submodule pooled into the summary (``torch_cnn``; default: the patch map).
     call: ``torch_cnn``: method or submodule of the network run on the input (``forward``, ``features``...).
     model_kwargs: extra keyword arguments for the model factory (``create_model``, ``from_pretrained``...).
-    autocast: bf16 autocast on CUDA.
+    autocast: bf16 autocast where the hardware runs bf16 natively (CUDA; CPUs with AMX).
+      Set false for fp32 teacher targets.
     """
 
     kind: str = "eupe"
