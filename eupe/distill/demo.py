@@ -136,13 +136,14 @@ def prepare_data(cfg: DemoConfig) -> DemoData:
                                 f"openclipart-png (or set images=FOLDER with one subfolder per class)")
     records, _ = list_images(cfg.images)
     distill_classes, held = split_classes(records, cfg)
-    g = torch.Generator().manual_seed(cfg.seed)
     by_class: dict[str, list[ImageRecord]] = {}
     for r in records:
         by_class.setdefault(r.class_name or "", []).append(r)
+    g = torch.Generator().manual_seed(cfg.seed)  # its own generator, so the evaluation set never depends on it
     pool = [r for c in distill_classes for r in _sample(by_class[c], cfg.max_per_distill_class, g)]
     distill = _sample(pool, cfg.distill_images, g)
-    evaluation = [(r, i) for i, c in enumerate(held) for r in _sample(by_class[c], cfg.eval_images_per_class, g)]
+    g_eval = torch.Generator().manual_seed(cfg.seed)
+    evaluation = [(r, i) for i, c in enumerate(held) for r in _sample(by_class[c], cfg.eval_images_per_class, g_eval)]
     with ThreadPoolExecutor(max(1, cfg.decode_threads)) as ex:
         d_imgs = list(ex.map(lambda r: _decode(r, cfg.load_size), distill))
         e_imgs = list(ex.map(lambda p: _decode(p[0], cfg.load_size), evaluation))

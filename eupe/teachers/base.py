@@ -2,8 +2,8 @@
 
 A teacher receives the *same augmented crop* as the student, as ``[B, 3, H, W]`` floats in [0, 1] (not
 normalised). It resizes the crop to its own native resolution, applies its own input normalisation, runs frozen
-(eval mode, ``inference_mode``, bf16 autocast where the hardware runs bf16 natively: CUDA, or CPUs with AMX) and returns a :class:`TeacherOutput` in
-fp32: one summary vector per image and a patch-feature grid.
+(eval mode, ``inference_mode``, bf16 autocast where the hardware runs bf16 natively: CUDA, or CPUs with AMX) and
+returns a :class:`TeacherOutput` in fp32: one summary vector per image and a patch-feature grid.
 """
 
 from __future__ import annotations
