@@ -16,6 +16,16 @@ def test_export_torchscript_random(tmp_path, capsys):
     assert f"wrote {out}" in printed and printed.count("(ok,") == 3
 
 
+def test_export_onnx_optimize(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="--optimize needs onnxruntime")
+    pytest.importorskip("onnxscript", reason="the default (dynamo) ONNX exporter needs onnxscript")
+    out = tmp_path / "vitt.ort.onnx"
+    code = cli.main(["export", "eupe_vitt16", "--weights", "random", "--format", "onnx", "--optimize",
+                     "--output", str(out), "--size", "32x48"])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file() and printed.count("(ok,") == 3
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     code = cli.main(["export", "eupe_convnext_tiny", "--weights", "random", "--format", "hf",
                      "--output", str(tmp_path / "hf")])
