@@ -14,7 +14,7 @@ from torch import nn
 from ..utils.io import atomic_path
 from ._deps import require
 from .prepare import check_size, export_ready
-from .verify import VerificationReport, parity_check
+from .verify import VerificationReport, verify_export
 
 PURPOSE = "ExecuTorch export"
 
@@ -47,7 +47,5 @@ def export_executorch(
         tmp.write_bytes(buffer)
     if not verify:
         return VerificationReport()
-    report = parity_check(wrapper, ExecuTorchRunner(output), [size], atol=atol, batch=batch,
-                          label="executorch xnnpack")
-    report.raise_if_failed(f"ExecuTorch program {output}")
-    return report
+    return verify_export(model, ExecuTorchRunner(output), [size], what=f"ExecuTorch program {output}",
+                         label="executorch xnnpack", storage_tokens=storage_tokens, atol=atol, batch=batch)

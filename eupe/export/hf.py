@@ -28,8 +28,8 @@ from ..models import VisionTransformer
 from ..models.vision_transformer import NORM_EPS
 from ..utils.io import atomic_path, atomic_write_json
 from ._deps import require
-from .prepare import ExportError, FeatureOutputs, verification_sizes
-from .verify import VerificationReport, parity_check
+from .prepare import ExportError, verification_sizes
+from .verify import VerificationReport, verify_export
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -268,9 +268,6 @@ def verify_hf(model: nn.Module, directory: str | Path, *, size: tuple[int, int] 
     transformers = require("transformers", "Checking the Hugging Face export with transformers")
     vit = _require_vit(model)
     hf_model = transformers.DINOv3ViTModel.from_pretrained(str(directory), attn_implementation="sdpa").eval()
-    reference = FeatureOutputs(vit, storage_tokens=True).eval()
-    sizes = verification_sizes(size, vit.patch_size)
-    report = parity_check(reference, _TransformersOutputs(hf_model, vit.n_storage_tokens), sizes, atol=atol,
-                          label="transformers DINOv3ViTModel")
-    report.raise_if_failed(f"Hugging Face folder {directory}")
-    return report
+    return verify_export(vit, _TransformersOutputs(hf_model, vit.n_storage_tokens),
+                         verification_sizes(size, vit.patch_size), what=f"Hugging Face folder {directory}",
+                         label="transformers DINOv3ViTModel", storage_tokens=True, atol=atol)

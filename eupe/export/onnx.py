@@ -7,7 +7,6 @@ RoPE tables are computed inside the graph from the input's shape (see :mod:`eupe
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from pathlib import Path
@@ -30,14 +29,14 @@ from .ort_fusion import (
 from .prepare import (
     INPUT_NAME,
     ExportError,
-    FeatureOutputs,
     check_size,
     dynamic_shapes,
+    eager_reference,
     export_ready,
     input_stride,
     verification_sizes,
 )
-from .verify import VerificationReport, parity_check, sample_images, similarity_check
+from .verify import VerificationReport, sample_images, similarity_check, verify_export
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +151,8 @@ def export_onnx(
     report = VerificationReport()
     if verify:
         sizes = verification_sizes(size, input_stride(model)) if dynamic else [size]
-        reference = FeatureOutputs(copy.deepcopy(model).eval(), storage_tokens)  # the model as given, unfolded
-        report = parity_check(reference, OnnxRunner(output), sizes, atol=atol, label="onnxruntime fp32")
-        report.raise_if_failed(f"ONNX file {output}")
+        report = verify_export(model, OnnxRunner(output), sizes, what=f"ONNX file {output}",
+                               label="onnxruntime fp32", storage_tokens=storage_tokens, atol=atol)
     return report
 
 
@@ -173,8 +171,7 @@ def verify_int8(
     storage_tokens: bool = False, count: int = 4,
 ) -> VerificationReport:
     """Cosine similarity of the int8 ONNX model's tokens with fp32 eager on real photos."""
-    reference = export_ready(model, storage_tokens=storage_tokens)
-    return similarity_check(reference, OnnxRunner(int8_path), sample_images(size, count),
+    return similarity_check(eager_reference(model, storage_tokens), OnnxRunner(int8_path), sample_images(size, count),
                             threshold=threshold, label="onnxruntime int8")
 
 

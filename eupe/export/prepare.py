@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import types
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,23 @@ class FeatureOutputs(nn.Module):
         f = self.backbone.forward_features(x)
         out = (f["x_norm_clstoken"], f["x_norm_patchtokens"])
         return out + (f["x_storage_tokens"],) if self.storage_tokens else out
+
+
+def eager_reference(model: nn.Module, storage_tokens: bool = False) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    """``x -> FeatureOutputs`` of ``model`` exactly as given (no folding, eager RoPE cache), run in eval mode and
+    left in its own mode afterwards: what every export is verified against, so the check covers the export's own
+    graph rewrites (:func:`export_ready`) too."""
+    outputs = FeatureOutputs(model, storage_tokens)
+
+    def run(x: Tensor) -> tuple[Tensor, ...]:
+        was_training = model.training
+        model.eval()
+        try:
+            return outputs(x)
+        finally:
+            model.train(was_training)
+
+    return run
 
 
 def input_stride(model: nn.Module) -> int:

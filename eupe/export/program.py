@@ -14,7 +14,7 @@ from torch import nn
 
 from ..utils.io import atomic_path
 from .prepare import check_size, dynamic_shapes, export_ready, input_stride, verification_sizes
-from .verify import VerificationReport, parity_check
+from .verify import VerificationReport, verify_export
 
 
 def export_torchscript(
@@ -32,10 +32,9 @@ def export_torchscript(
         if not verify:
             return VerificationReport()
         reloaded = torch.jit.load(str(output))
-    report = parity_check(wrapper, reloaded, verification_sizes(size, input_stride(model)), atol=atol,
-                          label="torchscript")
-    report.raise_if_failed(f"TorchScript file {output}")
-    return report
+    return verify_export(model, reloaded, verification_sizes(size, input_stride(model)),
+                         what=f"TorchScript file {output}", label="torchscript", storage_tokens=storage_tokens,
+                         atol=atol)
 
 
 def export_program(
@@ -52,7 +51,6 @@ def export_program(
     if not verify:
         return VerificationReport()
     reloaded = torch.export.load(str(output)).module()
-    report = parity_check(wrapper, reloaded, verification_sizes(size, input_stride(model)), atol=atol,
-                          label="torch.export program")
-    report.raise_if_failed(f"torch.export program {output}")
-    return report
+    return verify_export(model, reloaded, verification_sizes(size, input_stride(model)),
+                         what=f"torch.export program {output}", label="torch.export program",
+                         storage_tokens=storage_tokens, atol=atol)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._deps import require
+from .prepare import eager_reference
 
 # scikit-image's bundled photographs (real RGB scenes, no download needed).
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
@@ -82,7 +83,7 @@ def min_cosine(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
 
 
 def parity_check(
-    reference: nn.Module,
+    reference: Runner,
     runner: Runner,
     sizes: Sequence[tuple[int, int]],
     *,
@@ -98,6 +99,17 @@ def parity_check(
         with torch.inference_mode():
             expected = reference(x)
         report.checks.append(Check(f"{label} max|diff| at {batch}x3x{h}x{w}", max_abs_diff(runner(x), expected), atol))
+    return report
+
+
+def verify_export(
+    model: nn.Module, runner: Runner, sizes: Sequence[tuple[int, int]], *, what: str, label: str,
+    storage_tokens: bool = False, atol: float = 1e-4, batch: int = 2,
+) -> VerificationReport:
+    """:func:`parity_check` of an exported artefact (``runner``) against ``model`` as given; raises
+    :class:`VerificationError` naming ``what`` when any size differs by more than ``atol``."""
+    report = parity_check(eager_reference(model, storage_tokens), runner, sizes, atol=atol, batch=batch, label=label)
+    report.raise_if_failed(what)
     return report
 
 
