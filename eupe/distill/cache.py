@@ -53,8 +53,12 @@ class FeatureCache:
     @classmethod
     def build(cls, root: str | Path, stream: ViewStream, teachers: Sequence[Teacher], *, fingerprint: str,
               views_per_image: int, shard_size: int = 256, batch_size: int = 64, store_views: bool = True,
-              rank: int = 0, world_size: int = 1, progress: bool = True) -> "FeatureCache":
-        """Computes the missing shards (rank ``r`` does shards ``r, r + W, ...``) and returns the cache."""
+              teacher_scale: int | None = None, rank: int = 0, world_size: int = 1,
+              progress: bool = True) -> "FeatureCache":
+        """Computes the missing shards (rank ``r`` does shards ``r, r + W, ...``) and returns the cache.
+
+        ``teacher_scale`` runs every teacher at that square size instead of its native one (a fixed stage-3 scale).
+        An existing cache keeps its own layout (shard size), whatever ``shard_size`` says now."""
         root = Path(root)
         meta_path = root / "meta.json"
         sizes = [len(s) if s is not None else 0 for s in stream.sources]
@@ -69,13 +73,16 @@ class FeatureCache:
                     f"size or seed differ); delete it or set cache.dir to a new folder"
                 )
             meta = old
+            shard_size = int(meta["shard_size"])  # the shards on disk decide how rows map to files
+        teacher_size = (teacher_scale, teacher_scale) if teacher_scale else None
         device = next((p.device for t in teachers for p in t.parameters()), torch.device("cpu"))
         for source, n in enumerate(sizes):
             n_shards = -(-n * views_per_image // shard_size) if n else 0
             todo = [s for s in range(rank, n_shards, world_size) if not cls.shard_path(root, source, s).is_file()]
             for shard in tqdm(todo, desc=f"teacher cache (source {source})", disable=not progress, unit="shard"):
                 rows = range(shard * shard_size, min((shard + 1) * shard_size, n * views_per_image))
-                data = cls._compute_shard(stream, source, rows, teachers, batch_size, store_views, device)
+                data = cls._compute_shard(stream, source, rows, teachers, batch_size, store_views, device,
+                                          teacher_size)
                 atomic_torch_save(data, cls.shard_path(root, source, shard))
         _barrier()
         if rank == 0:
@@ -85,7 +92,8 @@ class FeatureCache:
 
     @staticmethod
     def _compute_shard(stream: ViewStream, source: int, rows: range, teachers: Sequence[Teacher],
-                       batch_size: int, store_views: bool, device: torch.device) -> dict[str, Tensor]:
+                       batch_size: int, store_views: bool, device: torch.device,
+                       teacher_size: tuple[int, int] | None) -> dict[str, Tensor]:
         n = len(stream.sources[source])
         views, valid, seeds = [], [], []
         for row in rows:
@@ -105,7 +113,7 @@ class FeatureCache:
         for i in range(0, len(stacked), batch_size):
             chunk = stacked[i : i + batch_size].to(device)
             for t in teachers:
-                outputs[t.name].append(t(chunk))
+                outputs[t.name].append(t(chunk, teacher_size))
         for t in teachers:
             summary = torch.cat([o.summary for o in outputs[t.name]]).half().cpu() if views else torch.zeros(0)
             patches = torch.cat([o.patches for o in outputs[t.name]]).half().cpu() if views else torch.zeros(0)

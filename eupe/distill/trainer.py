@@ -145,7 +145,8 @@ class Distiller:
                                               "store": c.store_views})))
         cache = FeatureCache.build(root, self.stream, self.teachers, fingerprint=fingerprint,
                                    views_per_image=c.views_per_image, shard_size=c.shard_size,
-                                   batch_size=c.batch_size, store_views=c.store_views, rank=self.env.rank,
+                                   batch_size=c.batch_size, store_views=c.store_views,
+                                   teacher_scale=d.teacher_scales[0] if d.teacher_scales else None, rank=self.env.rank,
                                    world_size=self.env.world_size, progress=self.cfg.output.progress)
         if c.store_views:
             self.stream.sources = tuple(None if s is None else CachedViews(cache, i)
@@ -164,11 +165,10 @@ class Distiller:
     def raw_targets(self, views: Tensor, keys: Tensor, teacher_scale: int | None) -> dict[str, TeacherOutput]:
         if self.cache is not None:
             return self.cache.targets(keys, self.names, self.env.device)
+        size = (teacher_scale, teacher_scale) if teacher_scale is not None else None  # stage 3: the drawn scale
         out = {}
         for t in self.teachers:
-            if teacher_scale is not None:
-                t.input_size = (teacher_scale, teacher_scale)  # stage 3: the proxy runs at the drawn scale
-            out[t.name] = t(views)
+            out[t.name] = t(views, size)
             check_output(out[t.name], t.name)  # one clear error naming the teacher if it has no patch grid
         return out
 

@@ -51,17 +51,19 @@ class Teacher(nn.Module):
         """Runs the network on ``x``: resized to ``input_size`` and normalised."""
         raise NotImplementedError
 
-    def preprocess(self, images: Tensor) -> Tensor:
-        if tuple(images.shape[-2:]) != self.input_size:
-            images = F.interpolate(images, size=self.input_size, mode="bicubic", align_corners=False, antialias=True)
+    def preprocess(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        size = tuple(size) if size is not None else self.input_size
+        if tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True)
         return (images - self.mean) / self.std
 
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)  # teachers are always frozen in eval mode
 
-    def forward(self, images: Tensor) -> TeacherOutput:
+    def forward(self, images: Tensor, size: tuple[int, int] | None = None) -> TeacherOutput:
+        """Outputs for ``images`` resized to ``size`` (default: the native ``input_size``)."""
         with torch.inference_mode():
-            x = self.preprocess(images.float())
+            x = self.preprocess(images.float(), size)
             use_bf16 = self.autocast and fast_bf16(x.device)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = self.features(x)

@@ -87,7 +87,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_p
     assert torch.isfinite(ckpt["model"]["heads.ta.cls.0.weight"]).all()
 
 
-def test_feature_cache_trains_without_rerunning_teachers(tmp_path):
+def test_feature_cache_trains_without_rerunning_teachers(tmp_path, monkeypatch):
     args = ["train.iterations=6", "cache.enabled=true", "cache.views_per_image=2", "cache.shard_size=8",
             "train.global_batch_size=4"]
     d = build(str(tmp_path / "a"), args + [f"cache.dir={tmp_path / 'cache'}"])
@@ -106,9 +106,27 @@ def test_feature_cache_trains_without_rerunning_teachers(tmp_path):
     cached = d.cache.targets(key, ["ta"], torch.device("cpu"))["ta"]
     expected = d.teachers[0](live[None])
     assert torch.allclose(cached.summary, expected.summary, atol=1e-2, rtol=1e-2)
-    # a second run with the same fingerprint reuses the shards: the teachers never run
-    d2 = build(str(tmp_path / "b"), args + [f"cache.dir={tmp_path / 'cache'}"])
-    assert d2.cache.meta["fingerprint"] == meta["fingerprint"]
+    # a second run with the same fingerprint reuses the shards: no shard is computed again, even when it asks for
+    # another shard size (the cache keeps the layout it was written with)
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("a complete cache was computed again")
+
+    monkeypatch.setattr("eupe.distill.cache.FeatureCache._compute_shard", no_recompute)
+    d2 = build(str(tmp_path / "b"), args[:-2] + ["cache.shard_size=4", "train.global_batch_size=4",
+                                                f"cache.dir={tmp_path / 'cache'}"])
+    assert d2.cache.meta["fingerprint"] == meta["fingerprint"] and d2.cache.shard_size == 8
+    torch.testing.assert_close(d2.cache.targets(key, ["ta"], torch.device("cpu"))["ta"].summary, cached.summary)
+
+
+def test_feature_cache_stores_targets_at_the_fixed_teacher_scale(tmp_path):
+    d = build(str(tmp_path), ["train.iterations=2", "cache.enabled=true", "cache.views_per_image=1",
+                              "data.augment.size=48", "data.teacher_scales=[48]", "train.global_batch_size=4"])
+    view = d.stream.sources[0].view(3, 0, d.stream.view_seed(0, 3, 0))
+    cached = d.cache.targets(torch.tensor([[0, 3, 0]]), ["ta"], torch.device("cpu"))["ta"]
+    at_scale, native = d.teachers[0](view[None], (48, 48)), d.teachers[0](view[None])
+    assert cached.patches.shape == at_scale.patches.shape != native.patches.shape  # 3x3 grid, not the native 2x2
+    torch.testing.assert_close(cached.summary, at_scale.summary, atol=1e-2, rtol=1e-2)
+    assert d.teachers[0].input_size == (32, 32)  # the teacher itself is not changed
 
 
 def test_stage3_draws_student_and_teacher_scales_independently(tmp_path):
