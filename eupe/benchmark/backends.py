@@ -44,7 +44,6 @@ class Backend:
     build: Callable[[nn.Module, Tensor, BuildContext], Runner]
     requires: tuple[str, ...] = ()
     description: str = ""
-    per_shape_export: bool = False  # True when the artefact is built for one fixed input shape
 
     def unavailable_reason(self) -> str | None:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -157,7 +156,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             ("onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript"),
             "ONNX Runtime, dynamic int8 of the onnxruntime-optimised export"),
     Backend("executorch", "cpu", _executorch, ("executorch.exir", "executorch.runtime"),
-            "ExecuTorch + XNNPACK fp32 (one program per shape)", per_shape_export=True),
+            "ExecuTorch + XNNPACK fp32 (one program per shape)"),
     Backend("cuda-bf16", "cuda", _cuda_bf16, description="PyTorch eager on CUDA with bf16 autocast"),
     Backend("timm", "cpu", _timm, ("timm",), "timm's implementation of the same architecture (random weights)"),
 )}

@@ -30,13 +30,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import to_dict
     from ..distill.config import load_distill_config
+    from ..distill.distributed import shutdown_distributed
     from ..distill.trainer import distill
 
     cfg = load_distill_config(path, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    result = distill(cfg)
+    try:
+        result = distill(cfg)
+    finally:
+        shutdown_distributed()  # torchrun: release the process group (a no-op in one process)
     if result.export_path is not None:
         print(f"student: {result.export_path}  normalisation statistics: {result.norms_path}  "
               f"final loss: {result.final_loss:.4f}  skipped images: {result.skipped_images}")

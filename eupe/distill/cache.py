@@ -26,6 +26,7 @@ from ..data.images import ImageDecodeError
 from ..teachers import Teacher, TeacherOutput
 from ..utils.io import atomic_torch_save, atomic_write_json
 from .data import ViewStream
+from .distributed import barrier
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ class FeatureCache:
                 data = cls._compute_shard(stream, source, rows, teachers, batch_size, store_views, device,
                                           teacher_size)
                 atomic_torch_save(data, cls.shard_path(root, source, shard))
-        _barrier()
+        barrier()
         if rank == 0:
             atomic_write_json(meta_path, meta)
-        _barrier()
+        barrier()
         return cls(root, json.loads(meta_path.read_text()) if meta_path.is_file() else meta)
 
     @staticmethod
@@ -182,10 +183,3 @@ def _scatter(values: Tensor, valid: list[bool]) -> Tensor:
     out = torch.zeros(len(valid), *values.shape[1:], dtype=values.dtype)
     out[torch.tensor(valid)] = values
     return out
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()

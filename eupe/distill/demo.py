@@ -36,10 +36,10 @@ from torch import Tensor, nn
 from ..config import load_config, to_dict
 from ..data.augment import Augment
 from ..data.images import ImageDecodeError, ImageRecord, list_images, load_image
+from ..data.transforms import normalize_imagenet
 from ..eval.knn import KnnConfig, knn_classify
 from ..loading import load
 from ..models import create_model
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..teachers import Teacher, TeacherSpec, build_teachers
 from ..utils.io import atomic_write_json
 from .config import DistillConfig, validate
@@ -173,18 +173,23 @@ def teacher_features(teacher: Teacher) -> Callable[[Tensor], Tensor]:
 
 
 def backbone_features(backbone: nn.Module) -> Callable[[Tensor], Tensor]:
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     backbone.eval()
-    return lambda x: backbone.forward_features((x - mean) / std)["x_norm_clstoken"]
+    return lambda x: backbone.forward_features(normalize_imagenet(x))["x_norm_clstoken"]
 
 
-def knn_top1(features: Tensor, labels: Tensor, k: int, seed: int) -> float:
-    """Top-1 (%) of a cosine majority-vote k-NN: half of each class is the bank, the other half the queries."""
+def knn_bank(labels: Tensor, seed: int) -> Tensor:
+    """Boolean mask of the k-NN bank: a seeded half of each class; the other half are the queries."""
     g = torch.Generator().manual_seed(seed)
     bank = torch.zeros(len(labels), dtype=torch.bool)
     for c in labels.unique():
         idx = (labels == c).nonzero().flatten()
         bank[idx[torch.randperm(len(idx), generator=g)[: len(idx) // 2]]] = True
+    return bank
+
+
+def knn_top1(features: Tensor, labels: Tensor, k: int, seed: int) -> float:
+    """Top-1 (%) of a cosine majority-vote k-NN with the :func:`knn_bank` split."""
+    bank = knn_bank(labels, seed)
     feats = F.normalize(features.float(), dim=1)  # L2 ranking on unit vectors = cosine ranking
     cfg = KnnConfig(protocol="paper", paper_ks=[k], topk=[1])
     pred = knn_classify(feats[bank], labels[bank], feats[~bank], int(labels.max()) + 1, cfg)["paper"][k][:, 0]
@@ -251,6 +256,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
               "cpu_times_s": cpu_times, "total_cpu_s": round(sum(cpu_times.values()), 1),
               "eval_classes": data.eval_class_names, "distill_classes": data.distill_class_names,
               "n_distill_images": len(data.distill), "n_eval_images": len(data.eval_images),
+              "n_knn_queries": int((~knn_bank(data.eval_labels, cfg.seed)).sum()),
               "skipped_images": data.skipped, "exports": {"proxy": str(r1.export_path), "student": str(r3.export_path),
                                                           "student_norms": str(r3.norms_path)},
               "config": to_dict(cfg)}
@@ -265,20 +271,19 @@ def evaluate(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], prox
     images = eval_batch(data.eval_images, cfg.eval_size)
     small = eval_batch(data.eval_images, cfg.student_eval_size) if cfg.student_eval_size else images
     labels = data.eval_labels
-    extractors: dict[str, Callable[[Tensor], Tensor]] = {
-        f"teacher {name}": teacher_features(t) for name, t in teachers.items()}
-    extractors["proxy (stage 1)"] = backbone_features(
-        load(cfg.proxy_model, weights=str(proxy.export_path), **cfg.proxy_arch))
+    # name -> (feature function, the image batch it sees: teachers and pixels at eval_size, our models at theirs)
+    extractors: dict[str, tuple[Callable[[Tensor], Tensor], Tensor]] = {
+        f"teacher {name}": (teacher_features(t), images) for name, t in teachers.items()}
+    extractors["proxy (stage 1)"] = (backbone_features(
+        load(cfg.proxy_model, weights=str(proxy.export_path), **cfg.proxy_arch)), small)
     s_cfg = cfg.stage3.student
-    extractors["student eupe_vitt16 (stage 3)"] = backbone_features(
-        load(s_cfg.model, weights=str(student.export_path), **s_cfg.arch))
+    extractors[f"student {s_cfg.model} (stage 3)"] = (backbone_features(
+        load(s_cfg.model, weights=str(student.export_path), **s_cfg.arch)), small)
     torch.manual_seed(cfg.seed)
-    extractors["same student, random init"] = backbone_features(create_model(s_cfg.model, **s_cfg.arch))
-    extractors["raw pixels (16x16)"] = lambda x: F.interpolate(x, size=(16, 16), mode="area").flatten(1)
-    student_side = ("proxy", "student", "same student")
-    return {name: round(knn_top1(embed(fn, small if name.startswith(student_side) else images), labels, cfg.knn_k,
-                                 cfg.seed), 2)
-            for name, fn in extractors.items()}
+    extractors["same student, random init"] = (backbone_features(create_model(s_cfg.model, **s_cfg.arch)), small)
+    extractors["raw pixels (16x16)"] = (lambda x: F.interpolate(x, size=(16, 16), mode="area").flatten(1), images)
+    return {name: round(knn_top1(embed(fn, batch), labels, cfg.knn_k, cfg.seed), 2)
+            for name, (fn, batch) in extractors.items()}
 
 
 def format_table(results: dict[str, float]) -> str:

@@ -17,7 +17,7 @@ import logging
 import math
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +35,7 @@ from .cache import CachedViews, FeatureCache
 from .checkpoint import (
     export_student,
     gather_state,
+    list_checkpoints,
     load_latest,
     load_student_init,
     restore,
@@ -65,7 +66,6 @@ class RunResult:
     norms_path: Path | None = None
     final_loss: float = math.nan
     skipped_images: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def resize(images: Tensor, size: int) -> Tensor:
@@ -243,7 +243,7 @@ class Distiller:
         metrics = all_reduce_mean({"loss": totals, **{f"loss/{k}": v for k, v in terms_sum.items()}})
         if not math.isfinite(metrics["loss"]):
             self.optimizer.zero_grad(set_to_none=True)
-            kept = next(iter(sorted(self.out.glob("ckpt-*.pt"), reverse=True)), None)
+            kept = next(iter(list_checkpoints(self.out)), None)
             raise NonFiniteLossError(
                 f"The loss became {metrics['loss']} at step {step}; training stopped. The last good checkpoint "
                 f"({kept or 'none yet'}) is kept: lower train.lr or enable train.grad_clip, then rerun to resume")
