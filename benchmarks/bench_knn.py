@@ -10,7 +10,8 @@ import time
 
 import torch
 
-from eupe.eval.knn import KnnConfig, knn_classify
+from eupe.eval.classification import evaluate_predictions
+from eupe.eval.knn import PROTOCOLS, KnnConfig, knn_classify
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--protocol", default="both", choices=("paper", "reference", "both"))
+    parser.add_argument("--protocol", default="both", choices=PROTOCOLS)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -36,8 +37,10 @@ def main() -> None:
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    class_names = [str(c) for c in range(args.classes)]
     for protocol, by_k in preds.items():
-        accs = ", ".join(f"k={k}: {100 * (p[:, 0].cpu() == query_labels).float().mean():.1f}%" for k, p in by_k.items())
+        accs = ", ".join(f"k={k}: {evaluate_predictions(p.cpu(), query_labels, class_names, (1,)).topk[1]:.1f}%"
+                         for k, p in by_k.items())
         print(f"{protocol}: {accs}")
     print(f"knn {args.protocol}: {args.train} x {args.dim} train, {args.queries} queries, {args.threads} threads: "
           f"{elapsed:.1f} s ({'OK' if elapsed < 60 else 'SLOWER THAN'} the 60 s target); CPU time {cpu:.1f} s "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ..extract import FeatureBackbone
@@ -103,10 +102,9 @@ def run_trained_probe(args: argparse.Namespace, config_class: type[C], protocol:
 def run_protocol(args: argparse.Namespace, cfg: Any, protocol: Callable[..., Any], root: str) -> int:
     """Checks the dataset ``root`` exists (before any weights are fetched), loads the frozen backbone and runs
     ``protocol(backbone, cfg, output_dir, device=, autocast=, model_name=)``."""
-    if not root:
-        raise ValueError("no dataset root: pass --data-root DIR (or set it in --config / --set)")
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    from ..eval.dense import require_data_root
+
+    require_data_root(root, key=None, must_exist=True)
     device = resolve_device(args.device)
     protocol(backbone_from_args(args), cfg, args.output_dir, device=device, autocast=autocast_for(args, device),
              model_name=args.model)

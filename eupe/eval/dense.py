@@ -363,10 +363,16 @@ def load_head(path: str | Path, task: str, build: Callable[[dict[str, Any]], H])
     return head.eval(), meta
 
 
-def require_data_root(root: str, expected: str) -> None:
-    """Raises when no dataset root is configured; ``expected`` describes the folder wanted."""
+def require_data_root(root: str | None, expected: str | None = None, *, key: str | None = "data.root",
+                      must_exist: bool = False) -> None:
+    """Raises when no dataset root is configured (``ValueError``) or, with ``must_exist``, when it is not a folder
+    (``FileNotFoundError``). ``expected`` describes the folder wanted and ``key`` names the config entry holding
+    the root (``None`` when the caller does not know it: the message then points at ``--config`` / ``--set``)."""
     if not root:
-        raise ValueError(f"no dataset root: pass --data-root or set data.root=PATH ({expected})")
+        how = f"pass --data-root or set {key}=PATH" if key else "pass --data-root DIR (or set it in --config / --set)"
+        raise ValueError(f"no dataset root: {how}" + (f" ({expected})" if expected else ""))
+    if must_exist and not Path(root).is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
 
 
 __all__ = [

@@ -124,13 +124,17 @@ def train_linear_probes(
 def build_feature_sets(store: FeatureStore, names: Sequence[str]) -> dict[str, Tensor]:
     """``{"cls+patch_mean": cat(cls, patch_mean)}`` etc.; sets naming keys the store lacks are left out."""
     out = {}
+    loaded: dict[str, Tensor] = {}  # each key is read from disk once, however many sets use it
     for name in names:
         keys = name.split("+")
         missing = [k for k in keys if k not in store.keys]
         if missing:
             logger.warning("feature set %r skipped: %s has no %s", name, store.root, ", ".join(missing))
             continue
-        out[name] = torch.cat([store.load(k).flatten(1) for k in keys], dim=1)
+        for k in keys:
+            if k not in loaded:
+                loaded[k] = store.load(k).flatten(1)
+        out[name] = torch.cat([loaded[k] for k in keys], dim=1)
     if not out:
         raise ValueError(f"None of the feature sets {list(names)} can be built from {store.root} (it holds "
                          f"{', '.join(store.keys)}); set linear.feature_sets to '+'-joined keys it has")
@@ -160,13 +164,13 @@ def run_linear(config: LinearRunConfig, output_dir: str | Path, *, backbone: Fea
     train, val, classes, device = splits.train, splits.val, splits.class_names, backbone.device
     train_labels, val_labels = splits.train_labels.to(device), splits.val_labels.to(device)
     train_sets = {k: v.to(device) for k, v in build_feature_sets(train, config.linear.feature_sets).items()}
-    val_sets = {k: v.to(device) for k, v in build_feature_sets(val, list(train_sets)).items()}
     fit, hold = holdout_split(len(train_labels), config.linear.holdout_fraction, config.linear.seed)
     fit, hold = fit.to(device), hold.to(device)
     probe = train_linear_probes({k: v[fit] for k, v in train_sets.items()}, train_labels[fit], len(classes),
                                 config.linear, {k: v[hold] for k, v in train_sets.items()}, train_labels[hold])
     with torch.no_grad():
-        ranked = rank_scores(probe.head(val_sets[probe.feature_set]), max(config.linear.topk))
+        val_features = build_feature_sets(val, [probe.feature_set])[probe.feature_set].to(device)
+        ranked = rank_scores(probe.head(val_features), max(config.linear.topk))
     res = evaluate_predictions(ranked, val_labels, classes, config.linear.topk)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -45,12 +45,18 @@ def _border(h: int, w: int) -> Tensor:
     return mask.flatten()
 
 
-def foreground_masks(maps: list[Tensor], threshold: float) -> list[Tensor]:
+def _flat_tokens(maps: list[Tensor]) -> list[Tensor]:
+    """``[D, h, w]`` feature maps -> ``[h*w, D]`` double tokens."""
+    return [m.flatten(1).T.double() for m in maps]
+
+
+def foreground_masks(maps: list[Tensor], threshold: float, flat: list[Tensor] | None = None) -> list[Tensor]:
     """Per image ``[h*w]`` masks: first principal component, scaled to [0, 1] over all tokens, above
-    ``threshold``. The component's sign is chosen so that image-border tokens (mostly background) score low."""
-    tokens = torch.cat([m.flatten(1).T for m in maps]).double()
-    mean, pc = fit_pca(tokens, 1)
-    scores = [(m.flatten(1).T.double() - mean) @ pc[0] for m in maps]
+    ``threshold``. The component's sign is chosen so that image-border tokens (mostly background) score low.
+    ``flat`` are the maps' tokens as :func:`_flat_tokens` gives them, when the caller already has them."""
+    flat = _flat_tokens(maps) if flat is None else flat
+    mean, pc = fit_pca(torch.cat(flat), 1)
+    scores = [(f - mean) @ pc[0] for f in flat]
     border = torch.cat([s[_border(*m.shape[-2:])] for s, m in zip(scores, maps)])
     if border.mean() > torch.cat(scores).mean():
         scores = [-s for s in scores]
@@ -65,8 +71,8 @@ def pca_rgb(maps: list[Tensor], foreground_threshold: float | None = None) -> li
     With ``foreground_threshold`` the components are fitted on the foreground tokens only and the background is
     black.
     """
-    flat = [m.flatten(1).T.double() for m in maps]
-    masks = (foreground_masks(maps, foreground_threshold) if foreground_threshold is not None
+    flat = _flat_tokens(maps)
+    masks = (foreground_masks(maps, foreground_threshold, flat) if foreground_threshold is not None
              else [torch.ones(len(f), dtype=torch.bool) for f in flat])
     fitted = torch.cat([f[m] for f, m in zip(flat, masks)])
     if len(fitted) < 3:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from eupe.eval.linear import LinearConfig, holdout_split, train_linear_probes
+from eupe.eval.linear import LinearConfig, build_feature_sets, holdout_split, train_linear_probes
 
 
 def blobs(n, classes=4, dim=8, seed=0):
@@ -71,6 +71,30 @@ def test_holdout_split_and_validation():
         holdout_split(1, 0.1, 0)
     with pytest.raises(ValueError, match="holdout_fraction"):
         LinearConfig(holdout_fraction=1.5).validate()
+
+
+class CountingStore:
+    """Stands in for a FeatureStore: counts how often each key is read."""
+
+    root = "store"
+
+    def __init__(self, **features):
+        self.features, self.keys, self.reads = features, list(features), []
+
+    def load(self, key):
+        self.reads.append(key)
+        return self.features[key]
+
+
+def test_feature_sets_read_each_key_once():
+    cls, mean = torch.randn(5, 3), torch.randn(5, 1, 2)
+    store = CountingStore(cls=cls, patch_mean=mean)
+    sets = build_feature_sets(store, ["cls", "cls+patch_mean", "cls+storage"])
+    assert list(sets) == ["cls", "cls+patch_mean"]  # the store has no storage tokens
+    assert torch.equal(sets["cls+patch_mean"], torch.cat([cls, mean.flatten(1)], dim=1))
+    assert sorted(store.reads) == ["cls", "patch_mean"]
+    with pytest.raises(ValueError, match="None of the feature sets"):
+        build_feature_sets(store, ["storage"])
 
 
 @pytest.fixture

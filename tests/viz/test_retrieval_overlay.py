@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from eupe.cli import visualize
 from eupe.eval.dense import LinearProbeHead, save_head
 from eupe.eval.depth import DepthHead
 from eupe.viz import class_palette, colorize_depth, colormap, nearest_neighbours, segmentation_overlay
+
+retrieval_module = importlib.import_module("eupe.viz.retrieval")
 
 
 def test_nearest_neighbours_by_cosine_and_exclusion():
@@ -68,16 +72,26 @@ def photos(tmp_path):
 BACKBONE = ["--model", "eupe_vitt16", "--weights", "random", "--arch", "depth=1"]
 
 
-def test_cli_pca_and_retrieval(photos, tmp_path, capsys):
+def test_cli_pca_and_retrieval(photos, tmp_path, capsys, monkeypatch):
     assert _cli(["visualize", "pca", str(photos), "--output-dir", str(tmp_path / "pca"), "--size", "32",
                  "--foreground-threshold", "0.3", *BACKBONE]) == 0
     written = sorted(p.name for p in (tmp_path / "pca").iterdir())
     assert written == ["000_a0_pca.png", "001_a1_pca.png", "002_b0_pca.png", "003_b1_pca.png"]
     assert Image.open(tmp_path / "pca" / written[0]).size == (32 * 2 + 4, 32)  # 48x40 -> 38x32 -> 32x32
+    drawn = []  # (queries, neighbours) handed to the grid: the queries are in the gallery too
+    grid_fn = retrieval_module.retrieval_grid
+    monkeypatch.setattr(retrieval_module, "retrieval_grid",
+                        lambda queries, neighbours, *a, **kw: drawn.append((queries, neighbours)) or grid_fn(
+                            queries, neighbours, *a, **kw))
     assert _cli(["visualize", "retrieval", str(photos / "a"), "--gallery", str(photos), "-k", "2",
                  "--size", "32", "--output-dir", str(tmp_path / "ret"), *BACKBONE]) == 0
     grid = Image.open(tmp_path / "ret" / "retrieval.png")
     assert grid.size == (3 * (128 + 6 + 4), 2 * (128 + 6 + 16 + 4))
+    ((queries, neighbours),) = drawn
+    assert sorted(Path(q).name for q in queries) == ["a0.jpg", "a1.jpg"]
+    for query, row in zip(queries, neighbours):
+        assert len(row) == 2
+        assert all(Path(path).resolve() != Path(query).resolve() for path, _, _ in row)  # never its own file
     assert "retrieval.png" in capsys.readouterr().out
 
 

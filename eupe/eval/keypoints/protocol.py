@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ...data.images import load_image
-from ..dense import extract_patch_features, feature_stride, image_to_tensor
+from ..dense import extract_patch_features, feature_stride, image_to_tensor, require_data_root
 from ..results import write_run_outputs
 from .data import KeypointPair, list_pairs
 from .matching import match_points, pck_correct, rescale_points
@@ -59,8 +59,7 @@ def evaluate_keypoints(
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """PCK over all keypoints, averaged per category, and per category; returns (results, per-category rows)."""
-    if not cfg.root:
-        raise ValueError("no dataset root: pass --data-root or set root=PATH (the SPair-71k folder)")
+    require_data_root(cfg.root, "the SPair-71k folder", key="root")
     stride = feature_stride(backbone)
     if cfg.image_size % stride:
         raise ValueError(f"image_size {cfg.image_size} must be a multiple of the backbone's stride {stride}")

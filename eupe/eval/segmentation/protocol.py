@@ -72,8 +72,7 @@ class SegEvalConfig:
 class SegmentationConfig:
     data: SegDataConfig = field(default_factory=SegDataConfig)
     train: SegTrainConfig = field(default_factory=SegTrainConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-3, betas=[0.9, 0.999],
-                                                                    warmup_iters=1500, warmup_ratio=1e-6))
+    optim: OptimConfig = field(default_factory=OptimConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
 
 
