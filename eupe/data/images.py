@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import IO, Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -179,27 +179,34 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageDecodeError(path, f"cannot read file ({err.strerror or err})") from None
     if size == 0:
         raise ImageDecodeError(path, "empty file (0 bytes)")
+    return decode_image(path, path)
+
+
+def decode_image(source: str | IO[bytes], where: str) -> Image.Image:
+    """Decodes ``source`` (a path or a binary file object) as ``load_image`` does; ``where`` names it in errors.
+
+    Raises ``ImageDecodeError`` for unrecognised, too large (decompression bomb), truncated and corrupt data.
+    """
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()  # decode everything now, so truncation is detected here
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not an image file (unrecognised format)") from None
+        raise ImageDecodeError(where, "not an image file (unrecognised format)") from None
     except Image.DecompressionBombError as err:
-        raise ImageDecodeError(path, f"image too large ({err})") from None
+        raise ImageDecodeError(where, f"image too large ({err})") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError) as err:
         reason = str(err) or type(err).__name__
         if "truncated" in reason.lower() or isinstance(err, EOFError):
             reason = f"truncated file ({reason})"
-        raise ImageDecodeError(path, f"corrupt image: {reason}") from None
+        raise ImageDecodeError(where, f"corrupt image: {reason}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Converts any PIL mode to 8-bit RGB (see ``load_image``)."""
+    """Converts any PIL mode to 8-bit RGB (see ``load_image``); an RGB image is returned as it is, not copied."""
     mode = image.mode
     if mode == "RGB":
-        return image.copy()
+        return image
     if mode.startswith("I") or mode == "F":
         return Image.fromarray(_high_depth_to_uint8(np.asarray(image), mode), "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):

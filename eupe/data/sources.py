@@ -21,12 +21,11 @@ import tarfile
 from pathlib import Path
 from typing import NamedTuple, Protocol, Sequence
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .images import ImageDecodeError, ImageSourceError, list_images, load_image, to_rgb
+from .images import _GLOB_CHARS, ImageDecodeError, ImageSourceError, decode_image, list_images, load_image
 
 TAR_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-_GLOB_CHARS = set("*?[")
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
 
@@ -135,13 +134,11 @@ def decode_bytes(data: bytes, where: str) -> Image.Image:
     if not data:
         raise ImageDecodeError(where, "empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
-    except UnidentifiedImageError:
-        raise ImageDecodeError(where, "not an image (unrecognised format)") from None
-    except Exception as err:  # PIL raises many types for corrupt data
-        raise ImageDecodeError(where, f"corrupt image: {err or type(err).__name__}") from None
+        return decode_image(io.BytesIO(data), where)
+    except ImageDecodeError:
+        raise
+    except Exception as err:  # PIL raises many types for corrupt data: one bad shard member must not stop a run
+        raise ImageDecodeError(where, f"corrupt image: {str(err) or type(err).__name__}") from None
 
 
 def expand_braces(pattern: str) -> list[str]:

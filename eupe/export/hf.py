@@ -63,10 +63,8 @@ def _require_vit(model: nn.Module) -> VisionTransformer:
 def _split_qkv_bias(qkv: nn.Linear) -> list[Tensor | None]:
     if qkv.bias is None:
         return [None, None, None]
-    bias = qkv.bias.detach()
-    if isinstance(qkv, LinearKMaskedBias):
-        bias = bias * qkv.bias_mask.to(bias.dtype)
-    return list(bias.chunk(3))
+    bias = qkv.effective_bias() if isinstance(qkv, LinearKMaskedBias) else qkv.bias
+    return list(bias.detach().chunk(3))
 
 
 def hf_config(model: nn.Module) -> dict:

@@ -115,7 +115,7 @@ def _plain_linear(layer: LinearKMaskedBias) -> nn.Linear:
                        device=layer.weight.device, dtype=layer.weight.dtype)
     with torch.no_grad():
         linear.weight.copy_(layer.weight)
-        linear.bias.copy_(layer.bias * layer.bias_mask.to(layer.bias.dtype))
+        linear.bias.copy_(layer.effective_bias())
     return linear
 
 

@@ -25,9 +25,12 @@ class LinearKMaskedBias(nn.Linear):
             mask[out_features // 3 : 2 * out_features // 3] = 0
             self.register_buffer("bias_mask", mask)
 
+    def effective_bias(self) -> Tensor | None:
+        """The bias actually added: ``bias * bias_mask`` (key third zeroed), or ``None`` without a bias."""
+        return self.bias * self.bias_mask.to(self.bias.dtype) if self.bias is not None else None
+
     def forward(self, x: Tensor) -> Tensor:
-        bias = self.bias * self.bias_mask.to(self.bias.dtype) if self.bias is not None else None
-        return F.linear(x, self.weight, bias)
+        return F.linear(x, self.weight, self.effective_bias())
 
 
 class SelfAttention(nn.Module):

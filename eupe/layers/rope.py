@@ -2,7 +2,8 @@
 
 Coordinates of the patch grid are normalised to [-1, 1] (separately per axis by default) and turned into
 sin/cos tables of one head's width. The tables depend only on the grid size, so in eval mode they are cached
-per (H, W, device); the cache is invalidated whenever the ``periods`` buffer changes (e.g. on load).
+per (H, W, device); the cache is invalidated whenever the ``periods`` buffer changes (e.g. on load), as told by
+its version counter.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class RopePositionEmbedding(nn.Module):
         self.rescale_coords = rescale_coords
         # Persistent: it is part of the released checkpoints' key layout.
         self.register_buffer("periods", torch.empty(self.head_dim // 4, dtype=torch.float32), persistent=True)
-        self._cache: dict[tuple, tuple[Tensor, tuple[Tensor, Tensor]]] = {}
+        self._cache: dict[tuple, tuple[tuple[int, int], tuple[Tensor, Tensor]]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,17 +114,22 @@ class RopePositionEmbedding(nn.Module):
         """
         if self._augments_coords() or _is_tracing():
             return rope_tables_with_prefix(*self._compute(H, W), num_prefix)
-        key = (H, W, num_prefix, self.periods.device)
+        periods = self.periods
+        if periods.is_inference():
+            # Inference tensors carry no version counter, so a change could not be noticed: compute, don't cache.
+            return rope_tables_with_prefix(*self._compute(H, W), num_prefix)
+        key = (H, W, num_prefix, periods.device)
+        # The buffer's version counter (bumped by any in-place change, including load_state_dict's copy_) and its
+        # storage address identify the periods the tables were built from, without a device sync per forward.
+        version = (periods._version, periods.data_ptr())
         cached = self._cache.get(key)
-        # Comparing the (tiny) periods buffer with the snapshot the tables were built from invalidates the cache
-        # after any load or in-place change, including on inference tensors, which carry no version counter.
-        if cached is None or not torch.equal(cached[0], self.periods):
+        if cached is None or cached[0] != version:
             if len(self._cache) >= 64:  # bounded: many distinct sizes (multi-resolution eval) must not leak
                 self._cache.clear()
             # Built as normal tensors even inside inference_mode, so a later autograd pass can use them too.
             with torch.inference_mode(False), torch.no_grad():
                 tables = rope_tables_with_prefix(*self._compute(H, W), num_prefix)
-                cached = self._cache[key] = (self.periods.clone(), tables)
+            cached = self._cache[key] = (version, tables)
         return cached[1]
 
     def extra_repr(self) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 FeatureDict = dict[str, Tensor | None]
 
@@ -24,6 +26,12 @@ class Backbone(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in backward to save memory during training."""
         self.grad_checkpointing = enable
+
+    def _checkpointed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, recomputed in backward when gradient checkpointing is on and gradients are being taken."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     def forward_features(
         self, x: Tensor | Sequence[Tensor], masks: Tensor | Sequence[Tensor | None] | None = None

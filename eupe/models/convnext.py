@@ -73,7 +73,6 @@ class ConvNeXt(Backbone):
         self.norms = nn.ModuleList([nn.Identity(), nn.Identity(), nn.Identity(), self.norm])
         self.head = nn.Identity()
         self.embed_dim = self.num_features = dims[-1]
-        self.embed_dims = list(dims)
         self.n_blocks = 4
         self.n_storage_tokens = 0
         self.patch_size = patch_size
@@ -89,10 +88,7 @@ class ConvNeXt(Backbone):
 
 
     def _stage(self, i: int, x: Tensor) -> Tensor:
-        x = self.downsample_layers[i](x)
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(self.stages[i], x, use_reentrant=False)
-        return self.stages[i](x)
+        return self._checkpointed(self.stages[i], self.downsample_layers[i](x))
 
     def _forward_features_single(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
         for i in range(4):

@@ -11,9 +11,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from ..layers import LayerScale, LinearKMaskedBias, PatchEmbed, RopePositionEmbedding, SelfAttentionBlock
+from ..layers import LayerScale, PatchEmbed, RopePositionEmbedding, SelfAttentionBlock
 from .base import Backbone, FeatureDict, feature_dict, format_intermediate_outputs, resolve_layer_indices
 from .registry import PretrainedCfg, register_model
 
@@ -112,7 +111,6 @@ class VisionTransformer(Backbone):
 
     def init_weights(self) -> None:
         """Random initialisation as in the reference (truncated normal 0.02 for linear layers)."""
-        self.rope_embed.reset_parameters()
         nn.init.normal_(self.cls_token, std=0.02)
         if self.n_storage_tokens > 0:
             nn.init.normal_(self.storage_tokens, std=0.02)
@@ -124,10 +122,6 @@ class VisionTransformer(Backbone):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.LayerNorm, LayerScale, PatchEmbed)):
                 module.reset_parameters()
-            if isinstance(module, LinearKMaskedBias) and module.bias is not None:
-                third = module.out_features // 3
-                module.bias_mask.fill_(1)
-                module.bias_mask[third : 2 * third] = 0
 
 
     def prepare_tokens(self, x: Tensor, masks: Tensor | None = None) -> tuple[Tensor, tuple[int, int]]:
@@ -147,10 +141,7 @@ class VisionTransformer(Backbone):
         rope = self.rope_embed.tables(grid[0], grid[1], self.num_prefix_tokens)
         taken = []
         for i, blk in enumerate(self.blocks[: None if last_block is None else last_block + 1]):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, rope, use_reentrant=False)
-            else:
-                x = blk(x, rope)
+            x = self._checkpointed(blk, x, rope)
             if i in take:
                 taken.append(x)
         return x, taken

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from eupe.data.images import ImageDecodeError, ImageSourceError
-from eupe.data.sources import FileSource, TarShardSource, expand_braces, open_source
+from eupe.data.sources import FileSource, TarShardSource, decode_bytes, expand_braces, open_source
 
 
 def png_bytes(value: int, fmt: str = "PNG") -> bytes:
@@ -30,6 +30,12 @@ def write_shard(path: Path, samples: dict[str, dict[str, bytes]]) -> Path:
     return path
 
 
+def test_decode_bytes_maps_errors_as_load_image_does(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 12x10 pixels is over twice that: a decompression bomb
+    with pytest.raises(ImageDecodeError, match="mem:bomb: image too large"):
+        decode_bytes(png_bytes(50), "mem:bomb")
+
+
 def test_tar_shards_round_trip_and_bad_members_raise_decode_errors(tmp_path):
     write_shard(tmp_path / "s0.tar", {"a/x0": {"jpg": png_bytes(10, "JPEG"), "cls": b"3"},
                                       "a/x1": {"json": b"{}", "png": png_bytes(20)}})
@@ -43,7 +49,7 @@ def test_tar_shards_round_trip_and_bad_members_raise_decode_errors(tmp_path):
     with pytest.raises(ImageDecodeError, match="empty file"):
         source.load(4)
     truncated = write_shard(tmp_path / "t.tar", {"cut": {"png": png_bytes(40)[:-30]}})
-    with pytest.raises(ImageDecodeError, match="t.tar:cut: corrupt image"):
+    with pytest.raises(ImageDecodeError, match="t.tar:cut: corrupt image: truncated file"):
         open_source(truncated).load(0)
     assert source.load(1).getpixel((0, 0)) == (20, 20, 20)
     assert abs(source.load(0).getpixel((3, 3))[0] - 10) <= 2 and source.load(2).size == (10, 12)

@@ -35,6 +35,13 @@ def test_apply_rope_matches_reference_formula(H, W):
 def test_tables_are_cached_in_eval_and_bounded():
     rope = RopePositionEmbedding(64, num_heads=2).eval()
     assert rope.tables(4, 4, 1)[0] is rope.tables(4, 4, 1)[0]
+    cached = rope.tables(4, 4, 1)[1]
+    with torch.no_grad():
+        rope.periods.mul_(2)  # in-place change of a normal tensor: its version counter invalidates the cache
+    changed = rope.tables(4, 4, 1)[1]
+    assert not torch.equal(changed, cached)
+    rope.load_state_dict(RopePositionEmbedding(64, num_heads=2).state_dict())  # copy_ back to the defaults
+    torch.testing.assert_close(rope.tables(4, 4, 1)[1], cached)
     with torch.inference_mode():
         inference_rope = RopePositionEmbedding(64, num_heads=2).eval()
         first = inference_rope.tables(2, 2, 1)[1]

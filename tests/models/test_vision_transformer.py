@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.utils.checkpoint
 
+import eupe.models.base
 from eupe.models import VisionTransformer
 from tests.helpers import load_reference, tiny_vit
 
@@ -54,7 +56,7 @@ def test_intermediate_layers_match_full_run_and_options(reference_vit):
         reference_vit.get_intermediate_layers(x, n=[3])
 
 
-def test_rope_cache_follows_weights(reference_vit):
+def test_rope_cache_follows_weights():
     model = tiny_vit(layerscale_init=1.0).eval()  # large residual branches: RoPE visibly matters
     x = torch.randn(1, 3, 32, 32)
     with torch.inference_mode():
@@ -99,10 +101,17 @@ def test_model_moves_to_bfloat16():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 
-def test_gradient_checkpointing_gives_same_gradients():
+def test_gradient_checkpointing_gives_same_gradients(monkeypatch):
     torch.manual_seed(0)
     model = tiny_vit().train()
     x = torch.randn(2, 3, 32, 32)
+    calls = []
+
+    def counting_checkpoint(fn, *args, **kwargs):
+        calls.append(fn)
+        return torch.utils.checkpoint.checkpoint(fn, *args, **kwargs)
+
+    monkeypatch.setattr(eupe.models.base, "checkpoint", counting_checkpoint)
 
     def grads(checkpointing: bool):
         model.zero_grad()
@@ -110,7 +119,11 @@ def test_gradient_checkpointing_gives_same_gradients():
         model.forward_features(x)["x_norm_patchtokens"].square().mean().backward()
         return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    for a, b in zip(grads(False), grads(True)):
+    plain = grads(False)
+    assert calls == []
+    checkpointed = grads(True)
+    assert calls == list(model.blocks)  # each block checkpointed once
+    for a, b in zip(plain, checkpointed, strict=True):
         torch.testing.assert_close(a, b)
 
 

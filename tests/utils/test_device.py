@@ -6,7 +6,6 @@ from eupe.utils.device import fast_bf16
 
 
 def test_fast_bf16_answers_for_each_device_type(monkeypatch):
-    assert isinstance(fast_bf16("cpu"), bool)
     assert fast_bf16("meta") is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert fast_bf16(torch.device("cpu")) is torch.backends.mkldnn.is_available()
