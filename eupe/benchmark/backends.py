@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -29,12 +29,14 @@ TIMM_EQUIVALENTS = {
 
 @dataclass
 class BuildContext:
-    """What a backend may need besides the model: its name, a scratch folder and the thread count."""
+    """What a backend may need besides the model: its name, a scratch folder and the thread count; and the
+    runners already built for this model (reused across sizes and batches unless built per shape)."""
 
     model_name: str
     workdir: Path
     threads: int = 0
     onnx_exporter: str = "dynamo"  # as `eupe export`
+    runners: dict[str, Runner] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,16 @@ class Backend:
     build: Callable[[nn.Module, Tensor, BuildContext], Runner]
     requires: tuple[str, ...] = ()
     description: str = ""
+    per_shape: bool = False  # the artefact fixes the input shape: build it again for every size and batch
+
+    def runner(self, model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
+        """The runner for ``example``'s shape: built once per model (converted weights, exported files) unless
+        ``per_shape``."""
+        if self.per_shape:
+            return self.build(model, example, ctx)
+        if self.name not in ctx.runners:
+            ctx.runners[self.name] = self.build(model, example, ctx)
+        return ctx.runners[self.name]
 
     def unavailable_reason(self) -> str | None:
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -156,7 +168,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             ("onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript"),
             "ONNX Runtime, dynamic int8 of the onnxruntime-optimised export"),
     Backend("executorch", "cpu", _executorch, ("executorch.exir", "executorch.runtime"),
-            "ExecuTorch + XNNPACK fp32 (one program per shape)"),
+            "ExecuTorch + XNNPACK fp32 (one program per shape)", per_shape=True),
     Backend("cuda-bf16", "cuda", _cuda_bf16, description="PyTorch eager on CUDA with bf16 autocast"),
     Backend("timm", "cpu", _timm, ("timm",), "timm's implementation of the same architecture (random weights)"),
 )}

@@ -128,7 +128,7 @@ def _bench_shape(model: nn.Module, ctx: BuildContext, cfg: BenchConfig, size: in
             continue
         try:
             x = x_cpu.to(backend.device)
-            run = backend.build(model, x, ctx)
+            run = backend.runner(model, x, ctx)
             # The first call allocates the backend's working memory: that is when its peak is visible.
             results[name].peak_mem_mib = peak_memory_mib(run, x)
             for _ in range(cfg.warmup):

@@ -47,6 +47,26 @@ def test_reports(tmp_path, results):
         assert image.format == "PNG" and image.width > 300
 
 
+def test_conversions_are_built_once_per_model_unless_per_shape(monkeypatch):
+    from eupe.benchmark.backends import Backend
+
+    builds = []
+
+    def build(model, example, ctx):
+        builds.append(tuple(example.shape))
+        return lambda x: model(x)
+
+    monkeypatch.setitem(BACKENDS, "once", Backend("once", "cpu", build))
+    monkeypatch.setitem(BACKENDS, "each", Backend("each", "cpu", build, per_shape=True))
+    cfg = BenchConfig(sizes=[32, 48], batch_sizes=[1, 2], backends=["once"], warmup=0, rounds=1)
+    run_benchmark(cfg, models={"tiny": tiny_vit().eval()})
+    assert builds == [(1, 3, 32, 32)]
+    builds.clear()
+    run_benchmark(BenchConfig(sizes=[32, 48], batch_sizes=[1], backends=["each"], warmup=0, rounds=1),
+                  models={"tiny": tiny_vit().eval()})
+    assert builds == [(1, 3, 32, 32), (1, 3, 48, 48)]
+
+
 def test_statistics_are_robust():
     r = BenchResult("m", 32, 4, "eager", times_ms=[10.0, 12.0, 11.0, 100.0, 9.0])
     assert r.median_ms == 11.0 and r.images_per_s == pytest.approx(4000 / 11.0)
