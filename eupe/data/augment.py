@@ -124,12 +124,9 @@ def resized_crop(image: Image.Image | Tensor, box: tuple[int, int, int, int], si
     """Crops ``box`` and resizes it to ``size`` x ``size`` (bicubic, antialiased), as a float tensor in [0, 1]."""
     top, left, h, w = box
     if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        out = image.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
-        return to_unit_tensor(out)
-    x = image[..., top : top + h, left : left + w]
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return to_unit_tensor(rgb.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h)))
+    x = to_unit_tensor(image[..., top : top + h, left : left + w])
     x = F.interpolate(x[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True)[0]
     return x.clamp_(0, 1)
 

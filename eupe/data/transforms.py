@@ -12,8 +12,11 @@ from PIL import Image
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
-def to_unit_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
-    """RGB PIL image or ``HxWx3`` uint8 array -> ``3 x H x W`` float tensor in [0, 1] (no resizing)."""
+def to_unit_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """RGB PIL image or ``HxWx3`` uint8 array -> ``3 x H x W`` float tensor in [0, 1]; a ``C x H x W`` tensor is
+    returned as float, scaled by 1/255 if it is uint8 (no resizing in any case)."""
+    if isinstance(image, torch.Tensor):
+        return image.float() / 255 if image.dtype == torch.uint8 else image.float()
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
 
 
@@ -45,13 +48,11 @@ class EvalTransform:
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
         if isinstance(image, Image.Image):
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
-            x = to_unit_tensor(image)
+            rgb = image if image.mode == "RGB" else image.convert("RGB")  # before resizing, as palette images need
+            x = to_unit_tensor(rgb.resize((self.size[1], self.size[0]), Image.BILINEAR))
         else:
-            x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-            x = F.interpolate(x[None], size=self.size, mode="bilinear", antialias=True, align_corners=False)[0]
+            x = F.interpolate(to_unit_tensor(image)[None], size=self.size, mode="bilinear", antialias=True,
+                              align_corners=False)[0]
         return (x - self.mean) / self.std
 
     def __repr__(self) -> str:
