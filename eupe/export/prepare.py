@@ -2,7 +2,8 @@
 
 Exporters need (1) a forward that returns a tuple of tensors instead of the feature dict, (2) RoPE tables
 computed from the traced input size rather than taken from the eager cache (a cached table would be baked into
-the graph as a constant of the example's size), (3) plain ``nn.Linear`` layers (the masked-key-bias qkv
+the graph as a constant of the example's size; the RoPE layer itself skips its cache while tracing or
+exporting), (3) plain ``nn.Linear`` layers (the masked-key-bias qkv
 projection is folded into an ordinary bias, so quantisers and converters see standard layers) and (4) no
 LayerScale multiplications (each ``gamma`` is folded into the linear layer before it: one op less per residual
 branch). All of this is done on a copy: the caller's model is left untouched.
@@ -11,14 +12,12 @@ branch). All of this is done on a copy: the caller's model is left untouched.
 from __future__ import annotations
 
 import copy
-import types
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..layers import LinearKMaskedBias, RopePositionEmbedding, SelfAttentionBlock
-from ..layers.rope import rope_tables_with_prefix
+from ..layers import LinearKMaskedBias, SelfAttentionBlock
 from ..models import ConvNeXt, VisionTransformer
 from ..models.convnext import ConvNeXtBlock
 
@@ -106,10 +105,6 @@ def dynamic_shapes(stride: int, height: int, width: int) -> tuple[dict, ...]:
     return ({0: Dim("batch", min=1, max=4096), 2: h, 3: w},)
 
 
-def _uncached_tables(self: RopePositionEmbedding, H: int, W: int, num_prefix: int) -> tuple[Tensor, Tensor]:
-    return rope_tables_with_prefix(*self._compute(H, W), num_prefix)
-
-
 def _plain_linear(layer: LinearKMaskedBias) -> nn.Linear:
     linear = nn.Linear(layer.in_features, layer.out_features, bias=True,
                        device=layer.weight.device, dtype=layer.weight.dtype)
@@ -156,13 +151,9 @@ def fold_layerscale(model: nn.Module) -> nn.Module:
 
 
 def export_ready(model: nn.Module, *, storage_tokens: bool = False) -> FeatureOutputs:
-    """An eval-mode copy of ``model`` wrapped in :class:`FeatureOutputs`, with folded biases and LayerScales and
-    uncached RoPE."""
+    """An eval-mode copy of ``model`` wrapped in :class:`FeatureOutputs`, with folded biases and LayerScales."""
     input_stride(model)  # rejects unsupported model types early
     if storage_tokens and not getattr(model, "n_storage_tokens", 0):
         raise ExportError(f"{type(model).__name__} has no storage tokens; drop --storage-tokens.")
     model = fold_layerscale(fold_masked_bias(copy.deepcopy(model).eval().requires_grad_(False)))
-    for module in model.modules():
-        if isinstance(module, RopePositionEmbedding):
-            module.tables = types.MethodType(_uncached_tables, module)
     return FeatureOutputs(model, storage_tokens).eval()

@@ -138,7 +138,8 @@ class RopePositionEmbedding(nn.Module):
 
 def _is_tracing() -> bool:
     """True while compiling or exporting: the tables must then be computed from (symbolic) H, W in the graph."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
 
 
 def rope_tables_with_prefix(sin: Tensor, cos: Tensor, num_prefix: int) -> tuple[Tensor, Tensor]:
