@@ -14,13 +14,12 @@ from torch import Tensor, nn
 from ..models import Projectors
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
-CONVNEXT_STRIDE = 32
 UNUSED_PARAMETERS = ("mask_token",)  # masked-image-modelling leftover of the reference layout
 
 
 def token_grid(backbone: nn.Module, height: int, width: int, n_tokens: int) -> tuple[int, int]:
     """The patch grid of ``backbone`` for an input of ``height x width`` (ViT: patch size; ConvNeXt: stride 32)."""
-    stride = getattr(backbone, "patch_size", None) or CONVNEXT_STRIDE
+    stride = backbone.feature_stride
     h, w = height // stride, width // stride
     if h * w != n_tokens:
         raise RuntimeError(

@@ -31,7 +31,6 @@ from ..utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
-CONVNEXT_STRIDE = 32
 
 
 class ImageSample(Protocol):
@@ -83,8 +82,9 @@ def image_to_tensor(image: Image.Image | np.ndarray) -> Tensor:
 
 
 def feature_stride(backbone: nn.Module) -> int:
-    """Pixels per output token: the ViT patch size, or ConvNeXt's output stride of 32."""
-    return int(getattr(backbone, "patch_size", None) or CONVNEXT_STRIDE)
+    """Pixels per token of the maps ``get_intermediate_layers(reshape=True)`` returns: the patch size where the
+    model has one (ViT; a ConvNeXt built with ``patch_size`` resizes its maps to that grid), else its stride."""
+    return int(getattr(backbone, "patch_size", None) or backbone.feature_stride)
 
 
 def extract_patch_features(

@@ -68,10 +68,8 @@ def input_stride(model: nn.Module) -> int:
     """The size multiple an input must have: the ViT patch size, or ConvNeXt's output stride of 32."""
     if isinstance(model, FeatureOutputs):
         model = model.backbone
-    if isinstance(model, VisionTransformer):
-        return int(model.patch_size)
-    if isinstance(model, ConvNeXt):
-        return 32
+    if isinstance(model, (VisionTransformer, ConvNeXt)):
+        return int(model.feature_stride)
     raise ExportError(f"Cannot export {type(model).__name__}: only eupe VisionTransformer and ConvNeXt backbones.")
 
 

@@ -19,6 +19,7 @@ class Backbone(nn.Module):
     """
 
     grad_checkpointing: bool = False
+    feature_stride: int  # input pixels per patch token of forward_features (ViT: patch size; ConvNeXt: 32)
 
     def _forward_features_single(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
         raise NotImplementedError

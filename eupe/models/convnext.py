@@ -41,6 +41,8 @@ class ConvNeXtBlock(nn.Module):
 class ConvNeXt(Backbone):
     """ConvNeXt backbone; ``patch_size`` (optional) resizes intermediate maps to a ViT grid of that patch size."""
 
+    feature_stride = 32  # stem 4 x three 2x downsamplings
+
     def __init__(
         self,
         *,

@@ -109,6 +109,10 @@ class VisionTransformer(Backbone):
     def num_prefix_tokens(self) -> int:
         return 1 + self.n_storage_tokens
 
+    @property
+    def feature_stride(self) -> int:
+        return self.patch_size
+
     def init_weights(self) -> None:
         """Random initialisation as in the reference (truncated normal 0.02 for linear layers)."""
         nn.init.normal_(self.cls_token, std=0.02)

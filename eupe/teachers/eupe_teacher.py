@@ -10,7 +10,6 @@ from .base import Teacher, TeacherOutput
 from .common import TeacherError, finalise, tokens_to_grid
 from .spec import TeacherSpec
 
-CONVNEXT_STRIDE = 32
 DEFAULT_INPUT_SIZE = 256  # the paper's stage-2/3 base resolution
 
 
@@ -25,7 +24,7 @@ class BackboneTeacher(Teacher):
             raise TeacherError(f"Teacher {name!r}: summary must be auto, cls or mean, got {summary!r}")
         self.backbone = backbone
         self.summary_mode = summary
-        self.stride = backbone.patch_size or CONVNEXT_STRIDE
+        self.stride = backbone.feature_stride
 
     def features(self, x: Tensor) -> TeacherOutput:
         out = self.backbone.forward_features(x)
