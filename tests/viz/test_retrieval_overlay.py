@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from PIL import Image
 from eupe.cli import visualize
 from eupe.eval.dense import LinearProbeHead, save_head
 from eupe.eval.depth import DepthHead
+from eupe.eval.depth.protocol import DepthHeadConfig
+from eupe.eval.segmentation.protocol import SegEvalConfig
 from eupe.viz import class_palette, colorize_depth, colormap, nearest_neighbours, segmentation_overlay
 
 retrieval_module = importlib.import_module("eupe.viz.retrieval")
@@ -98,11 +101,13 @@ def test_cli_pca_and_retrieval(photos, tmp_path, capsys, monkeypatch):
 def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
     torch.manual_seed(0)
     seg = LinearProbeHead(192, 5)
+    # head files in the layout run_segmentation / run_depth write (their meta are these config dataclasses)
     save_head(tmp_path / "seg.pt", seg, task="segmentation", meta={
-        "in_dim": 192, "num_classes": 5, "model": "x", "eval": {"img_size": 32, "crop_size": 32, "stride": 21}})
+        "in_dim": 192, "num_classes": 5, "model": "x", "eval": asdict(SegEvalConfig(img_size=32, crop_size=32,
+                                                                                      stride=21))})
     depth = DepthHead(192, n_bins=8)
-    save_head(tmp_path / "depth.pt", depth, task="depth", meta={"in_dim": 192, "model": "x", "head": {
-        "n_bins": 8, "min_depth": 0.001, "max_depth": 10.0, "bin_strategy": "linear", "norm_strategy": "linear"}})
+    save_head(tmp_path / "depth.pt", depth, task="depth",
+              meta={"in_dim": 192, "model": "x", "head": asdict(DepthHeadConfig(n_bins=8))})
     assert _cli(["visualize", "segmentation", str(photos / "a" / "a0.jpg"), "--head", str(tmp_path / "seg.pt"),
                  "--output-dir", str(tmp_path / "out"), *BACKBONE]) == 0
     assert Image.open(tmp_path / "out" / "000_a0_segmentation.png").size == (38 * 2 + 4, 32)

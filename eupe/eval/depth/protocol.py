@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +165,8 @@ def run_depth(
     """Trains, evaluates and writes ``config.yaml``, ``head.pt`` and ``results.json``."""
     require_data_root(cfg.data.root, "the BTS NYU folder")
     head, stats = train_depth_head(backbone, cfg, device, autocast)
-    h = cfg.head
-    save_head(Path(output_dir) / "head.pt", head, task=TASK, meta={
-        "in_dim": head.in_dim, "model": model_name,
-        "head": {"n_bins": h.n_bins, "min_depth": h.min_depth, "max_depth": h.max_depth,
-                 "bin_strategy": h.bin_strategy, "norm_strategy": h.norm_strategy},
-    })
+    save_head(Path(output_dir) / "head.pt", head, task=TASK,
+              meta={"in_dim": head.in_dim, "model": model_name, "head": asdict(cfg.head)})
     metrics = evaluate_depth(backbone, head, cfg, device, autocast)
     results = {"model": model_name, "protocol": "nyuv2_linear", **stats, **metrics}
     summary = (f"depth {model_name}: RMSE {metrics['rmse']:.4f} AbsRel {metrics['abs_rel']:.4f} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,7 @@ def run_segmentation(
     head, stats = train_segmentation_head(backbone, cfg, device, autocast)
     save_head(Path(output_dir) / "head.pt", head, task=TASK, meta={
         "in_dim": head.in_dim, "num_classes": head.out_channels, "model": model_name,
-        "eval": {"img_size": cfg.eval.img_size, "crop_size": cfg.eval.crop_size, "stride": cfg.eval.stride},
+        "eval": asdict(cfg.eval),
     })
     metrics = evaluate_segmentation(backbone, head, cfg, device, autocast)
     results = {"model": model_name, "protocol": "ade20k_linear", **stats, **metrics}
