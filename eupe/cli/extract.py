@@ -6,6 +6,7 @@ Also holds the extraction flags that the classification evaluations share.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from ..extract import ExtractConfig, extract_features
 from ..extract.store import DTYPES, FORMATS
@@ -39,8 +40,7 @@ def add_extract_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-workers", type=int, default=None, help="decoding worker processes (default 4)")
 
 
-EXTRACT_FLAGS = ("resolution", "resize_mode", "layers", "storage_tokens", "patch_tokens", "patch_mean", "format",
-                 "dtype", "shard_size", "batch_size", "num_workers")
+EXTRACT_FLAGS = tuple(f.name for f in fields(ExtractConfig))  # one --flag per field (add_extract_args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
