@@ -139,10 +139,10 @@ def prepare_data(cfg: DemoConfig) -> DemoData:
     by_class: dict[str, list[ImageRecord]] = {}
     for r in records:
         by_class.setdefault(r.class_name or "", []).append(r)
-    g = torch.Generator().manual_seed(cfg.seed)  # its own generator, so the evaluation set never depends on it
+    g = torch.Generator().manual_seed(cfg.seed)
     pool = [r for c in distill_classes for r in _sample(by_class[c], cfg.max_per_distill_class, g)]
     distill = _sample(pool, cfg.distill_images, g)
-    g_eval = torch.Generator().manual_seed(cfg.seed)
+    g_eval = torch.Generator().manual_seed(cfg.seed)  # separate: the evaluation set must not depend on the above
     evaluation = [(r, i) for i, c in enumerate(held) for r in _sample(by_class[c], cfg.eval_images_per_class, g_eval)]
     with ThreadPoolExecutor(max(1, cfg.decode_threads)) as ex:
         d_imgs = list(ex.map(lambda r: _decode(r, cfg.load_size), distill))
