@@ -7,12 +7,16 @@ ranks sees exactly the samples of a one-process run with the same global batch (
 contiguous slice). The view id is the epoch, or ``epoch % views_per_image`` when a fixed number of views per
 image is used (the teacher-feature cache). Images that cannot be decoded are counted and replaced by another
 image of the same epoch (a deterministic choice), so a bad file never stops a run.
+
+With ``workers > 0`` the views of the coming batches are decoded and augmented by a thread pool (PIL decoding and
+torch ops release the GIL) while the current step trains; the batches are the same as without workers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -92,6 +96,15 @@ class StreamState:
 
 
 @dataclass
+class _Rendered:
+    """One sample of a batch: the view, its key, and the unreadable images skipped to find it."""
+
+    view: Tensor
+    key: tuple[int, int, int]
+    skipped: list[tuple[int, str]]  # (image index, reason)
+
+
+@dataclass
 class ViewBatch:
     images: Tensor  # [b, 3, S, S] in [0, 1]
     keys: Tensor  # [b, 3] long: (source 0/1, image index, view id)
@@ -101,10 +114,11 @@ class ViewStream:
     """Global batches of ``global_batch`` views, of which this rank renders its contiguous slice."""
 
     MAX_RETRIES = 64
+    PREFETCH_STEPS = 2  # batches rendered ahead of the one being trained on (with workers)
 
     def __init__(self, primary: ViewSource, global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  second: ViewSource | None = None, second_prob: float = 0.0, views_per_image: int = 0,
-                 is_bad: Callable[[int, int, int], bool] | None = None) -> None:
+                 is_bad: Callable[[int, int, int], bool] | None = None, workers: int = 0) -> None:
         if len(primary) == 0:
             raise DataError("The image source is empty: it lists no images")
         if second is not None and len(second) == 0:
@@ -119,6 +133,8 @@ class ViewStream:
         self.is_bad = is_bad  # optional: (source, index, view) known to be unreadable (e.g. by the feature cache)
         self.state = StreamState()
         self._perm_cache: dict[tuple[int, int], Tensor] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="views") if workers > 0 else None
+        self._pending: dict[tuple[int, int, int], list[Future[_Rendered]]] = {}  # (step, source, start) -> samples
 
     @property
     def local_batch(self) -> int:
@@ -131,6 +147,20 @@ class ViewStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.state = StreamState(**state)
+        self._discard_prefetched()
+
+    def close(self) -> None:
+        """Stops the worker threads (pending renders are dropped)."""
+        self._discard_prefetched()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _discard_prefetched(self) -> None:
+        for futures in self._pending.values():
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
 
     def uses_second(self, step: int) -> bool:
         """Whether global ``step`` is a homogeneous batch of the second source (drawn with ``second_prob``)."""
@@ -141,13 +171,14 @@ class ViewStream:
 
     def _perm(self, source: int, epoch: int) -> Tensor:
         key = (source, epoch)
-        if key not in self._perm_cache:
+        perm = self._perm_cache.get(key)  # single dict operations: safe from the worker threads
+        if perm is None:
             if len(self._perm_cache) > 4:
                 self._perm_cache.clear()
-            n = len(self.sources[source])
-            self._perm_cache[key] = torch.randperm(n, generator=torch.Generator().manual_seed(
+            perm = torch.randperm(len(self.sources[source]), generator=torch.Generator().manual_seed(
                 mix_seed(self.seed, 1, source, epoch)))
-        return self._perm_cache[key]
+            self._perm_cache[key] = perm
+        return perm
 
     def key_at(self, source: int, sample: int, retry: int = 0) -> tuple[int, int]:
         """``(image index, view id)`` of the ``sample``-th draw of ``source``; ``retry`` picks a replacement."""
@@ -160,30 +191,66 @@ class ViewStream:
     def view_seed(self, source: int, index: int, view: int) -> int:
         return mix_seed(self.seed, 3, source, index, view)
 
-    def _render(self, source: int, sample: int) -> tuple[Tensor, tuple[int, int, int]]:
+    def _render(self, source: int, sample: int) -> _Rendered:
+        """The ``sample``-th draw of ``source``; pure (no stream state changes), so worker threads may run it."""
+        skipped: list[tuple[int, str]] = []
         for retry in range(self.MAX_RETRIES):
             index, view = self.key_at(source, sample, retry)
             if self.is_bad is not None and self.is_bad(source, index, view):
                 continue
             try:
-                seed = self.view_seed(source, index, view)
-                return self.sources[source].view(index, view, seed), (source, index, view)
+                return _Rendered(self.sources[source].view(index, view, self.view_seed(source, index, view)),
+                                 (source, index, view), skipped)
             except ImageDecodeError as err:
-                self.state.skipped += 1
-                if len(self.state.skipped_paths) < 1000:
-                    self.state.skipped_paths.append(index)
-                logger.warning("Skipping unreadable image (%d skipped so far): %s", self.state.skipped, err)
+                skipped.append((index, str(err)))
         raise DataError(f"{self.MAX_RETRIES} images in a row could not be read; check the image source")
+
+    def _plan(self, step: int, primary_steps: int, second_steps: int) -> tuple[int, int]:
+        """(source, first global sample of this rank's slice) of ``step``, given the steps drawn before it."""
+        source = 1 if self.uses_second(step) else 0
+        drawn = second_steps if source else primary_steps
+        return source, drawn * self.global_batch + self.rank * self.local_batch
+
+    def _submit(self, step: int, source: int, start: int) -> None:
+        key = (step, source, start)
+        if key not in self._pending:
+            assert self._pool is not None
+            self._pending[key] = [self._pool.submit(self._render, source, start + j) for j in range(self.local_batch)]
+
+    def _prefetch_after(self, step: int) -> None:
+        """Queues the renders of the next ``PREFETCH_STEPS`` batches, assuming steps are taken in order."""
+        primary, second = self.state.primary_steps, self.state.second_steps
+        for ahead in range(step + 1, step + 1 + self.PREFETCH_STEPS):
+            self._submit(ahead, *self._plan(ahead, primary, second))
+            if self.uses_second(ahead):
+                second += 1
+            else:
+                primary += 1
 
     def next_batch(self, step: int) -> ViewBatch:
         """This rank's slice of global ``step``'s batch; advances the stream's position."""
-        second = self.uses_second(step)
-        source = 1 if second else 0
-        drawn = self.state.second_steps if second else self.state.primary_steps
-        start = drawn * self.global_batch + self.rank * self.local_batch
-        views, keys = zip(*(self._render(source, start + j) for j in range(self.local_batch)))
-        if second:
+        source, start = self._plan(step, self.state.primary_steps, self.state.second_steps)
+        if self._pool is None:
+            samples = [self._render(source, start + j) for j in range(self.local_batch)]
+        else:
+            self._submit(step, source, start)
+            futures = self._pending.pop((step, source, start))
+            stale = [k for k in self._pending if k[0] <= step]  # out-of-order calls (e.g. after a restart)
+            for k in stale:
+                for future in self._pending.pop(k):
+                    future.cancel()
+        if source:
             self.state.second_steps += 1
         else:
             self.state.primary_steps += 1
-        return ViewBatch(torch.stack(views), torch.tensor(keys, dtype=torch.long))
+        if self._pool is not None:
+            self._prefetch_after(step)
+            samples = [future.result() for future in futures]
+        for sample in samples:
+            for index, reason in sample.skipped:
+                self.state.skipped += 1
+                if len(self.state.skipped_paths) < 1000:
+                    self.state.skipped_paths.append(index)
+                logger.warning("Skipping unreadable image (%d skipped so far): %s", self.state.skipped, reason)
+        return ViewBatch(torch.stack([s.view for s in samples]),
+                         torch.tensor([s.key for s in samples], dtype=torch.long))

@@ -112,7 +112,7 @@ class Distiller:
         self.stream = ViewStream(
             primary, cfg.train.global_batch_size, seed=cfg.train.seed, rank=self.env.rank,
             world_size=self.env.world_size, second=second, second_prob=cfg.data.second_source_prob,
-            views_per_image=cfg.cache.views_per_image if cfg.cache.enabled else 0)
+            views_per_image=cfg.cache.views_per_image if cfg.cache.enabled else 0, workers=cfg.data.workers)
         self.cache = self._build_cache() if cfg.cache.enabled else None
         backbone = create_model(cfg.student.model, **cfg.student.arch)
         self.student = DistillStudent(backbone, cfg.student.head_hidden_dim, dims).to(self.env.device)
@@ -292,6 +292,7 @@ class Distiller:
         finally:
             bar.close()
             log.close()
+            self.stream.close()
         return self.finish(metrics)
 
     def finish(self, metrics: dict[str, float]) -> RunResult:

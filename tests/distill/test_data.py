@@ -112,3 +112,27 @@ def test_config_sources_are_one_clear_error(tmp_path):
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="data.second_source is empty"):
         build_view_sources(DataConfig(source=str(tmp_path / "train-000.tar"), second_source=str(tmp_path / "none")))
+
+
+def test_worker_threads_give_the_same_batches_skips_and_resume_as_the_main_thread():
+    def src():
+        return TensorViews(random_images(10), 16, bad={2, 7})
+
+    primary, second = src(), TensorViews(random_images(6, seed=1), 16)
+    plain = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3)
+    threaded = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3, workers=3)
+    try:
+        for step in range(7):
+            a, b = plain.next_batch(step), threaded.next_batch(step)
+            assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
+            assert plain.state_dict() == threaded.state_dict()
+        assert plain.state.skipped > 0
+        # restart from an earlier position: prefetched batches of the old position must not leak in
+        threaded.load_state_dict(plain.state_dict() | {"primary_steps": 1, "second_steps": 0, "skipped": 0})
+        fresh = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3)
+        fresh.load_state_dict(threaded.state_dict())
+        for step in (1, 2, 3):
+            a, b = fresh.next_batch(step), threaded.next_batch(step)
+            assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
+    finally:
+        threaded.close()
