@@ -3,6 +3,7 @@ the reference implementation), in one process, interleaved, median of several ro
 
     python benchmarks/bench_forward.py --model eupe_vits16 --batch 8 --size 256 --rounds 7
     python benchmarks/bench_forward.py --reference-repo PATH/TO/facebookresearch/EUPE   # adds the reference column
+    python benchmarks/bench_forward.py --device cuda --amp bf16 --batch 128 --rounds 20  # a GPU
 
 The naive baseline recomputes RoPE in every block, applies it by slicing and concatenating, writes attention as
 ``softmax(q k^T / sqrt(d)) v`` and LayerScale as a separate multiply. It shares the weights, and its outputs are
@@ -74,15 +75,19 @@ def load_reference_model(repo: Path, name: str, state_dict: dict) -> torch.nn.Mo
     return model.eval()
 
 
-def time_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, list[float]]:
+def time_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int,
+                device: torch.device) -> dict[str, list[float]]:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():  # interleaved: machine noise hits every implementation alike
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -96,29 +101,34 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--reference-repo", type=Path, default=None, help="a clone of facebookresearch/EUPE")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast for every column")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = eupe.create_model(args.model).eval()
+    model = eupe.create_model(args.model).eval().to(device)
     for module in model.modules():  # non-trivial LayerScale so every branch matters in the parity check
         if hasattr(module, "gamma") and module.gamma is not None:
             module.gamma.data.fill_(0.5)
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     fns: dict[str, Callable[[], object]] = {"naive": lambda: naive_forward_features(model, x),
                                             "eupe": lambda: model.forward_features(x)}
-    with torch.inference_mode():
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+    with torch.inference_mode(), autocast:
         ours = model.forward_features(x)["x_norm_patchtokens"]
         diff = (naive_forward_features(model, x) - ours).abs().max().item()
         print(f"max |eupe - naive| = {diff:.2e}")
         if args.reference_repo:
-            reference = load_reference_model(args.reference_repo, args.model, model.state_dict())
+            reference = load_reference_model(args.reference_repo, args.model, model.state_dict()).to(device)
             fns["reference"] = lambda: reference.forward_features(x)
             ref_diff = (reference.forward_features(x)["x_norm_patchtokens"] - ours).abs().max().item()
             print(f"max |eupe - reference| = {ref_diff:.2e}")
-        times = time_rounds(fns, args.rounds, args.warmup)
+        times = time_rounds(fns, args.rounds, args.warmup, device)
     baseline = "reference" if "reference" in times else "naive"
-    print(f"\n{args.model}, batch {args.batch}, {args.size}x{args.size}, fp32, {torch.get_num_threads()} threads, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"\n{args.model}, batch {args.batch}, {args.size}x{args.size}, {args.amp}, {where}, "
           f"median of {args.rounds} interleaved rounds\n")
     print(f"| implementation | img/s | ms/batch (median) | spread (min-max ms) | vs {baseline} |")
     print("|---|---|---|---|---|")

@@ -136,13 +136,27 @@ def _executorch(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
     return ExecuTorchRunner(path)
 
 
-def _cuda_bf16(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
-    module = FeatureOutputs(copy.deepcopy(model).cuda()).eval()
+def _on_cuda(model: nn.Module) -> nn.Module:
+    return FeatureOutputs(copy.deepcopy(model).cuda()).eval()
 
+
+def _cuda_runner(module: nn.Module | Callable[[Tensor], object], bf16: bool) -> Runner:
     def run(x: Tensor) -> object:  # x is already on the GPU (inputs are made on each backend's device)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             return module(x)
     return run
+
+
+def _cuda_fp32(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
+    return _cuda_runner(_on_cuda(model), bf16=False)
+
+
+def _cuda_bf16(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
+    return _cuda_runner(_on_cuda(model), bf16=True)
+
+
+def _cuda_compile_bf16(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
+    return _cuda_runner(torch.compile(_on_cuda(model), dynamic=False), bf16=True)
 
 
 def _timm(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
@@ -169,7 +183,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "ONNX Runtime, dynamic int8 of the onnxruntime-optimised export"),
     Backend("executorch", "cpu", _executorch, ("executorch.exir", "executorch.runtime"),
             "ExecuTorch + XNNPACK fp32 (one program per shape)", per_shape=True),
+    Backend("cuda", "cuda", _cuda_fp32, description="PyTorch eager on CUDA, fp32"),
     Backend("cuda-bf16", "cuda", _cuda_bf16, description="PyTorch eager on CUDA with bf16 autocast"),
+    Backend("cuda-compile-bf16", "cuda", _cuda_compile_bf16,
+            description="torch.compile (inductor) on CUDA with bf16 autocast"),
     Backend("timm", "cpu", _timm, ("timm",), "timm's implementation of the same architecture (random weights)"),
 )}
 
