@@ -19,6 +19,10 @@ Memory plan at the paper's scale (bf16 autocast, AdamW fp32 states):
   Global batch 8192 over 64 GPUs = 128 images per GPU at 256 px (261 tokens): ViT-B activations without
   checkpointing ~25 MB per image in bf16 -> ~3.2 GB; the 3072-wide heads add ~1.6 GB. Stage 3 at 512 px
   (1029 tokens) quadruples activations: enable checkpointing or use accumulation (``train.accumulation_steps``).
+
+Measured on one H200 (``benchmarks/gpu_check.py``, README "On a GPU"): stage 1 with the 1.9B proxy (FSDP2 on one
+GPU, so unsharded: 30 GB of states), checkpointing, bf16, a local batch of 32 at up to 448 px: 37.0 GiB peak;
+stage 2, ViT-B student with the 1.9B proxy teacher, local batch 128 at 256: 25.3 GiB peak.
 """
 
 from __future__ import annotations
