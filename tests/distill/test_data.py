@@ -96,9 +96,14 @@ def test_tar_shards_feed_the_stream_deterministically_skipping_corrupt_members(t
     keys = torch.cat([b.keys for b in batches])
     corrupt_index = [m.key for m in primary.source.members].index("000006")
     assert corrupt_index not in keys[:, 1].tolist() and first.state.skipped == 2
-    again = collect(ViewStream(build_view_sources(data)[0], 4, seed=5), 4)
+    threaded = ViewStream(build_view_sources(data)[0], 4, seed=5, workers=4)  # threads share the shard handles
+    try:
+        again = collect(threaded, 4)
+    finally:
+        threaded.close()
     for a, b in zip(batches, again):
         assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
+    assert threaded.state.skipped == 2
     globbed = build_view_sources(DataConfig(source=str(tmp_path / "*.tar"), augment=AugmentConfig(size=16)))[0]
     assert torch.equal(collect(ViewStream(globbed, 4, seed=5), 1)[0].images, batches[0].images)
 
