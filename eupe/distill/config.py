@@ -37,7 +37,8 @@ class DataConfig:
     teacher_scales: list[int] = field(default_factory=list)  # proxy teacher scales (stage 3); empty: teacher native
     # crop (augment.size: stage 3 crops at the largest scale, then resizes), flip, jitter, blur, solarisation
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    workers: int = 8  # threads decoding and augmenting the next batches while a step trains; 0: in the step
+    workers: int = 8  # processes (at most one per CPU) decoding and augmenting the next batches while a step
+    #                   trains; 0: inside the step
 
 
 @dataclass

@@ -8,17 +8,18 @@ contiguous slice). The view id is the epoch, or ``epoch % views_per_image`` when
 image is used (the teacher-feature cache). Images that cannot be decoded are counted and replaced by another
 image of the same epoch (a deterministic choice), so a bad file never stops a run.
 
-With ``workers > 0`` the views of the coming batches are decoded and augmented by a thread pool (PIL decoding and
-torch ops release the GIL) while the current step trains; the batches are the same as without workers.
+With ``workers > 0`` the views of the coming batches are decoded and augmented in DataLoader worker processes
+(forked, one torch thread each) while the current step trains; the batches are the same as without workers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+import os
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 from PIL import Image
@@ -110,11 +111,21 @@ class ViewBatch:
     keys: Tensor  # [b, 3] long: (source 0/1, image index, view id)
 
 
+class _KeyRenderer:
+    """Map-style dataset of a stream's samples, keyed ``(source, sample)``; runs in DataLoader workers."""
+
+    def __init__(self, stream: ViewStream) -> None:
+        self.stream = stream
+
+    def __getitem__(self, key: tuple[int, int]) -> _Rendered:
+        return self.stream._render(*key)
+
+
 class ViewStream:
     """Global batches of ``global_batch`` views, of which this rank renders its contiguous slice."""
 
     MAX_RETRIES = 64
-    PREFETCH_STEPS = 2  # batches rendered ahead of the one being trained on (with workers)
+    PREFETCH_STEPS = 2  # batches each worker renders ahead (DataLoader prefetch_factor)
 
     def __init__(self, primary: ViewSource, global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  second: ViewSource | None = None, second_prob: float = 0.0, views_per_image: int = 0,
@@ -133,8 +144,13 @@ class ViewStream:
         self.is_bad = is_bad  # optional: (source, index, view) known to be unreadable (e.g. by the feature cache)
         self.state = StreamState()
         self._perm_cache: dict[tuple[int, int], Tensor] = {}
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="views") if workers > 0 else None
-        self._pending: dict[tuple[int, int, int], list[Future[_Rendered]]] = {}  # (step, source, start) -> samples
+        if workers > 0 and "fork" not in multiprocessing.get_all_start_methods():
+            logger.warning("data.workers=%d needs the 'fork' start method, which this platform lacks; reading the "
+                           "data inside the step instead", workers)
+            workers = 0
+        self.workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else workers)
+        self._loader: Iterator[list[_Rendered]] | None = None  # worker processes' batches, from _loader_position
+        self._loader_position: tuple[int, int, int] | None = None  # (step, primary steps, second steps) it serves
 
     @property
     def local_batch(self) -> int:
@@ -147,20 +163,10 @@ class ViewStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.state = StreamState(**state)
-        self._discard_prefetched()
 
     def close(self) -> None:
-        """Stops the worker threads (pending renders are dropped)."""
-        self._discard_prefetched()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def _discard_prefetched(self) -> None:
-        for futures in self._pending.values():
-            for future in futures:
-                future.cancel()
-        self._pending.clear()
+        """Stops the worker processes (batches they prepared are dropped)."""
+        self._loader = self._loader_position = None
 
     def uses_second(self, step: int) -> bool:
         """Whether global ``step`` is a homogeneous batch of the second source (drawn with ``second_prob``)."""
@@ -192,7 +198,7 @@ class ViewStream:
         return mix_seed(self.seed, 3, source, index, view)
 
     def _render(self, source: int, sample: int) -> _Rendered:
-        """The ``sample``-th draw of ``source``; pure (no stream state changes), so worker threads may run it."""
+        """The ``sample``-th draw of ``source``; pure (no stream state changes), so worker processes may run it."""
         skipped: list[tuple[int, str]] = []
         for retry in range(self.MAX_RETRIES):
             index, view = self.key_at(source, sample, retry)
@@ -211,41 +217,43 @@ class ViewStream:
         drawn = second_steps if source else primary_steps
         return source, drawn * self.global_batch + self.rank * self.local_batch
 
-    def _submit(self, step: int, source: int, start: int) -> None:
-        key = (step, source, start)
-        if key not in self._pending:
-            assert self._pool is not None
-            self._pending[key] = [self._pool.submit(self._render, source, start + j) for j in range(self.local_batch)]
+    def _planned_batches(self, step: int, primary_steps: int, second_steps: int) -> Iterator[list[tuple[int, int]]]:
+        """The ``(source, sample)`` keys of this rank's slice of ``step``, ``step + 1``, ..., taken in order."""
+        while True:
+            source, start = self._plan(step, primary_steps, second_steps)
+            yield [(source, start + j) for j in range(self.local_batch)]
+            second_steps, primary_steps = second_steps + source, primary_steps + 1 - source
+            step += 1
 
-    def _prefetch_after(self, step: int) -> None:
-        """Queues the renders of the next ``PREFETCH_STEPS`` batches, assuming steps are taken in order."""
-        primary, second = self.state.primary_steps, self.state.second_steps
-        for ahead in range(step + 1, step + 1 + self.PREFETCH_STEPS):
-            self._submit(ahead, *self._plan(ahead, primary, second))
-            if self.uses_second(ahead):
-                second += 1
-            else:
-                primary += 1
+    def _worker_batch(self, step: int, source: int) -> list[_Rendered]:
+        """Batch ``step`` from the worker processes, (re)starting them when the stream was moved elsewhere."""
+        position = (step, self.state.primary_steps, self.state.second_steps)
+        if self._loader is None or self._loader_position != position:
+            from torch.utils.data import DataLoader
+
+            class Plan:  # a batch sampler must be re-iterable; this one is iterated once per loader
+                def __iter__(plan) -> Iterator[list[tuple[int, int]]]:
+                    return self._planned_batches(*position)
+
+            # its own generator: starting workers must not draw from the global RNG (resumed runs restore it)
+            self._loader = iter(DataLoader(_KeyRenderer(self), batch_sampler=Plan(), num_workers=self.workers,
+                                           collate_fn=list, prefetch_factor=self.PREFETCH_STEPS,
+                                           multiprocessing_context="fork",
+                                           generator=torch.Generator().manual_seed(mix_seed(self.seed, 6))))
+        self._loader_position = (step + 1, position[1] + 1 - source, position[2] + source)
+        return next(self._loader)
 
     def next_batch(self, step: int) -> ViewBatch:
         """This rank's slice of global ``step``'s batch; advances the stream's position."""
         source, start = self._plan(step, self.state.primary_steps, self.state.second_steps)
-        if self._pool is None:
-            samples = [self._render(source, start + j) for j in range(self.local_batch)]
+        if self.workers:
+            samples = self._worker_batch(step, source)
         else:
-            self._submit(step, source, start)
-            futures = self._pending.pop((step, source, start))
-            stale = [k for k in self._pending if k[0] <= step]  # out-of-order calls (e.g. after a restart)
-            for k in stale:
-                for future in self._pending.pop(k):
-                    future.cancel()
+            samples = [self._render(source, start + j) for j in range(self.local_batch)]
         if source:
             self.state.second_steps += 1
         else:
             self.state.primary_steps += 1
-        if self._pool is not None:
-            self._prefetch_after(step)
-            samples = [future.result() for future in futures]
         for sample in samples:
             for index, reason in sample.skipped:
                 self.state.skipped += 1
