@@ -6,6 +6,8 @@
 2. Feature cache: epoch 1 (teacher runs for every view and fills the cache, student trains) against epoch 2
    (student trains from the cache) with a teacher >= 4x the student's cost. Target: epoch 2 >= 3x faster.
 3. Peak memory of a small run (CPU: max RSS of the process; CUDA: max allocated).
+4. Data: views decoded and augmented per second from JPEG files (stage-2 augmentation at 256 px), inside the step
+   (``data.workers=0``) and in worker processes, and the wait for the first batch.
 
 Memory plan at the paper's scale (bf16 autocast, AdamW fp32 states):
 * Stage 1, 1.9B proxy with FSDP2 (``train.parallel: fsdp``, ``fully_shard`` per block then the root): fp32
@@ -37,6 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_check's image writer
 
 from eupe.config import load_config  # noqa: E402
 from eupe.distill.config import DistillConfig  # noqa: E402
@@ -150,6 +153,23 @@ def bench_memory(tmp: Path, size: int, batch: int) -> None:
     print(f"[memory] small run (ViT-T/4 student, ViT-S/6 teacher, batch {batch} @ {size}px): {summary.strip()}")
 
 
+def bench_data(tmp: Path, batch: int, workers: int, steps: int = 6) -> None:
+    from gpu_check import write_images
+
+    from eupe.distill.data import ViewStream
+    from eupe.distill.sources import build_view_sources
+
+    write_images(tmp / "jpegs", 4 * batch)
+    source, _ = build_view_sources(load_config(DistillConfig, None, [f"data.source={tmp / 'jpegs'}"]).data)
+    for n in (0, workers):
+        stream = ViewStream(source, batch, workers=n)
+        first = timed(lambda s=stream: s.next_batch(0))
+        rest = sum(timed(lambda i=i, s=stream: s.next_batch(i)) for i in range(1, steps + 1))
+        stream.close()
+        print(f"[data] workers={n}: first batch after {first:.2f} s, then {steps * batch / rest:.0f} views/s "
+              f"(batch {batch}, 256 px JPEG crops)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -157,12 +177,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--cache-images", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="data worker processes for the data benchmark")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         bench_overhead(Path(tmp), args.rounds, args.size, args.batch)
         bench_cache(Path(tmp), args.size, args.batch, args.cache_images)
         bench_memory(Path(tmp), args.size, args.batch)
+        bench_data(Path(tmp), 4 * args.batch, args.workers)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ class ViewStream:
     """Global batches of ``global_batch`` views, of which this rank renders its contiguous slice."""
 
     MAX_RETRIES = 64
-    PREFETCH_STEPS = 2  # batches each worker renders ahead (DataLoader prefetch_factor)
+    PREFETCH_BATCHES = 2  # batches rendered ahead of the one being trained on (DataLoader prefetch_factor)
 
     def __init__(self, primary: ViewSource, global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  second: ViewSource | None = None, second_prob: float = 0.0, views_per_image: int = 0,
@@ -217,13 +217,20 @@ class ViewStream:
         drawn = second_steps if source else primary_steps
         return source, drawn * self.global_batch + self.rank * self.local_batch
 
-    def _planned_batches(self, step: int, primary_steps: int, second_steps: int) -> Iterator[list[tuple[int, int]]]:
-        """The ``(source, sample)`` keys of this rank's slice of ``step``, ``step + 1``, ..., taken in order."""
+    def _planned_chunks(self, step: int, primary_steps: int, second_steps: int) -> Iterator[list[tuple[int, int]]]:
+        """The ``(source, sample)`` keys of this rank's slices of ``step``, ``step + 1``, ..., in order, each cut
+        into ``_chunks_per_batch`` chunks so that all workers render parts of the same batch (low latency)."""
+        chunks = self._chunks_per_batch()
         while True:
             source, start = self._plan(step, primary_steps, second_steps)
-            yield [(source, start + j) for j in range(self.local_batch)]
+            keys = [(source, start + j) for j in range(self.local_batch)]
+            for i in range(chunks):
+                yield keys[i * len(keys) // chunks:(i + 1) * len(keys) // chunks]
             second_steps, primary_steps = second_steps + source, primary_steps + 1 - source
             step += 1
+
+    def _chunks_per_batch(self) -> int:
+        return min(self.workers, self.local_batch)
 
     def _worker_batch(self, step: int, source: int) -> list[_Rendered]:
         """Batch ``step`` from the worker processes, (re)starting them when the stream was moved elsewhere."""
@@ -233,15 +240,15 @@ class ViewStream:
 
             class Plan:  # a batch sampler must be re-iterable; this one is iterated once per loader
                 def __iter__(plan) -> Iterator[list[tuple[int, int]]]:
-                    return self._planned_batches(*position)
+                    return self._planned_chunks(*position)
 
             # its own generator: starting workers must not draw from the global RNG (resumed runs restore it)
             self._loader = iter(DataLoader(_KeyRenderer(self), batch_sampler=Plan(), num_workers=self.workers,
-                                           collate_fn=list, prefetch_factor=self.PREFETCH_STEPS,
+                                           collate_fn=list, prefetch_factor=self.PREFETCH_BATCHES,
                                            multiprocessing_context="fork",
                                            generator=torch.Generator().manual_seed(mix_seed(self.seed, 6))))
         self._loader_position = (step + 1, position[1] + 1 - source, position[2] + source)
-        return next(self._loader)
+        return [sample for _ in range(self._chunks_per_batch()) for sample in next(self._loader)]
 
     def next_batch(self, step: int) -> ViewBatch:
         """This rank's slice of global ``step``'s batch; advances the stream's position."""
