@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,23 +34,46 @@ class KeypointsConfig:
     image_size: int = 512
     alpha: float = 0.1
     chunk_rows: int = 64
+    cached_images: int = 64  # feature maps kept per image: SPair pairs reuse images (~9 pairs per test image)
 
 
-def _load_resized(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    image = load_image(path)
-    return image_to_tensor(image.resize((size, size), Image.BILINEAR)), image.size
+class ImageFeatures:
+    """Patch-feature map ``[D, h, w]`` and original (width, height) of an image path, each image forwarded once
+    while it stays among the ``capacity`` most recently used (pairs share images)."""
+
+    def __init__(self, backbone: nn.Module, image_size: int, device: torch.device,
+                 autocast: contextlib.AbstractContextManager | None = None, capacity: int = 64) -> None:
+        self.backbone, self.image_size, self.device, self.autocast = backbone, image_size, device, autocast
+        self.capacity = capacity
+        self._cache: OrderedDict[Path, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+        self.forwards = 0
+
+    def __call__(self, path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        image = load_image(path)
+        resized = image_to_tensor(image.resize((self.image_size, self.image_size), Image.BILINEAR))
+        entry = extract_patch_features(self.backbone, resized[None].to(self.device), self.autocast)[0], image.size
+        self.forwards += 1
+        if self.capacity > 0:
+            self._cache[path] = entry
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return entry
 
 
 def transfer_keypoints(
     backbone: nn.Module, pair: KeypointPair, cfg: KeypointsConfig, device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None,
+    autocast: contextlib.AbstractContextManager | None = None, features: ImageFeatures | None = None,
 ) -> np.ndarray:
-    """Predicted target keypoints ``[K, 2]`` (x, y) in the target's original pixel coordinates."""
+    """Predicted target keypoints ``[K, 2]`` (x, y) in the target's original pixel coordinates; ``features``
+    (default: a fresh one) serves the images' feature maps."""
+    features = features or ImageFeatures(backbone, cfg.image_size, device, autocast, capacity=0)
     size = (cfg.image_size, cfg.image_size)
-    (src, src_size), (trg, trg_size) = (_load_resized(p, cfg.image_size) for p in (pair.source, pair.target))
-    features = extract_patch_features(backbone, torch.stack([src, trg]).to(device), autocast)
+    (src_map, src_size), (trg_map, trg_size) = features(pair.source), features(pair.target)
     points = torch.from_numpy(rescale_points(pair.source_kps, src_size, size)).float().to(device)
-    matched = match_points(features[0], features[1], points, size, cfg.chunk_rows)
+    matched = match_points(src_map, trg_map, points, size, cfg.chunk_rows)
     return rescale_points(matched.cpu().numpy(), size, trg_size)
 
 
@@ -67,8 +90,9 @@ def evaluate_keypoints(
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     n_pairs: dict[str, int] = defaultdict(int)
+    features = ImageFeatures(backbone, cfg.image_size, device, autocast, capacity=cfg.cached_images)
     for pair in tqdm(pairs, desc="keypoints", dynamic_ncols=True, mininterval=1.0):
-        pred = transfer_keypoints(backbone, pair, cfg, device, autocast)
+        pred = transfer_keypoints(backbone, pair, cfg, device, autocast, features)
         hits = pck_correct(pred, pair.target_kps, pair.target_bbox, cfg.alpha)
         correct[pair.category] += int(hits.sum())
         total[pair.category] += len(hits)
@@ -80,7 +104,7 @@ def evaluate_keypoints(
     results = {
         "pck": 100 * sum(correct.values()) / all_points if all_points else float("nan"),
         "pck_category_mean": float(np.mean(with_points)) if with_points else float("nan"),
-        "alpha": cfg.alpha, "num_pairs": len(pairs), "num_keypoints": all_points,
+        "alpha": cfg.alpha, "num_pairs": len(pairs), "num_keypoints": all_points, "image_forwards": features.forwards,
         "per_category": {r["category"]: r["pck"] for r in rows},
     }
     return results, rows

@@ -127,6 +127,20 @@ def test_identity_pair_maps_keypoints_back_to_original_coordinates(tmp_path):
         {"category": "cat", "pck": pytest.approx(200 / 3), "keypoints": 3, "pairs": 1}]
 
 
+def test_images_shared_by_pairs_are_forwarded_once_with_the_same_results(tmp_path):
+    shifted = [[x + 3, y - 2] for x, y in KPS]
+    write_spair(tmp_path, [("000001-a-b", "cat", "a.jpg", "b.jpg", KPS, shifted, [0, 0, 100, 80]),
+                           ("000002-b-a", "cat", "b.jpg", "a.jpg", KPS, KPS, [0, 0, 100, 80]),
+                           ("000003-a-c", "cat", "a.jpg", "c.jpg", KPS, shifted, [0, 0, 100, 80])])
+    backbone = tiny_vit().eval().requires_grad_(False)
+    cached, _ = evaluate_keypoints(backbone, KeypointsConfig(root=str(tmp_path), image_size=64), torch.device("cpu"))
+    uncached, _ = evaluate_keypoints(backbone, KeypointsConfig(root=str(tmp_path), image_size=64, cached_images=0),
+                                     torch.device("cpu"))
+    assert cached["image_forwards"] == 3 and uncached["image_forwards"] == 6
+    assert {k: v for k, v in cached.items() if k != "image_forwards"} == {
+        k: v for k, v in uncached.items() if k != "image_forwards"}
+
+
 def test_image_size_must_fit_the_stride(tmp_path):
     write_spair(tmp_path, [("000001-a-a", "cat", "a.jpg", "a.jpg", KPS, KPS, [0, 0, 100, 80])])
     with pytest.raises(ValueError, match="multiple of the backbone's stride 16"):
