@@ -93,7 +93,7 @@ class StreamState:
     primary_steps: int = 0
     second_steps: int = 0
     skipped: int = 0
-    skipped_paths: list[int] = field(default_factory=list)  # image indices (primary) found unreadable, capped
+    skipped_reasons: list[str] = field(default_factory=list)  # the first 1000 "file: why", for the run summary
 
 
 @dataclass
@@ -102,7 +102,7 @@ class _Rendered:
 
     view: Tensor
     key: tuple[int, int, int]
-    skipped: list[tuple[int, str]]  # (image index, reason)
+    skipped: list[str]  # why each unreadable image met on the way was skipped (naming its file)
 
 
 @dataclass
@@ -159,7 +159,7 @@ class ViewStream:
     def state_dict(self) -> dict:
         s = self.state
         return {"primary_steps": s.primary_steps, "second_steps": s.second_steps, "skipped": s.skipped,
-                "skipped_paths": list(s.skipped_paths)}
+                "skipped_reasons": list(s.skipped_reasons)}
 
     def load_state_dict(self, state: dict) -> None:
         self.state = StreamState(**state)
@@ -199,7 +199,7 @@ class ViewStream:
 
     def _render(self, source: int, sample: int) -> _Rendered:
         """The ``sample``-th draw of ``source``; pure (no stream state changes), so worker processes may run it."""
-        skipped: list[tuple[int, str]] = []
+        skipped: list[str] = []
         for retry in range(self.MAX_RETRIES):
             index, view = self.key_at(source, sample, retry)
             if self.is_bad is not None and self.is_bad(source, index, view):
@@ -208,7 +208,7 @@ class ViewStream:
                 return _Rendered(self.sources[source].view(index, view, self.view_seed(source, index, view)),
                                  (source, index, view), skipped)
             except ImageDecodeError as err:
-                skipped.append((index, str(err)))
+                skipped.append(str(err))
         raise DataError(f"{self.MAX_RETRIES} images in a row could not be read; check the image source")
 
     def _plan(self, step: int, primary_steps: int, second_steps: int) -> tuple[int, int]:
@@ -262,10 +262,10 @@ class ViewStream:
         else:
             self.state.primary_steps += 1
         for sample in samples:
-            for index, reason in sample.skipped:
+            for reason in sample.skipped:
                 self.state.skipped += 1
-                if len(self.state.skipped_paths) < 1000:
-                    self.state.skipped_paths.append(index)
+                if len(self.state.skipped_reasons) < 1000:
+                    self.state.skipped_reasons.append(reason)
                 logger.warning("Skipping unreadable image (%d skipped so far): %s", self.state.skipped, reason)
         return ViewBatch(torch.stack([s.view for s in samples]),
                          torch.tensor([s.key for s in samples], dtype=torch.long))

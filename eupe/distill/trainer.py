@@ -305,6 +305,7 @@ class Distiller:
             plot_losses(read_metrics(self.out / "metrics.jsonl"), self.out / "losses.png")
             atomic_write_json(self.out / "summary.json", {
                 "steps": self.step, "final_loss": result.final_loss, "skipped_images": result.skipped_images,
+                "skipped_examples": self.stream.state.skipped_reasons[:100],
                 "export": str(result.export_path.name), "norms": str(result.norms_path.name),
                 "peak_memory_mb": peak_memory_mb(self.env.device)})
         return result

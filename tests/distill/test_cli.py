@@ -70,6 +70,8 @@ def test_distill_end_to_end_on_an_image_folder(tmp_path, capsys):
     assert "skipped images: " in capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["skipped_images"] >= 1  # the broken file was skipped, counted
+    assert len(summary["skipped_examples"]) == summary["skipped_images"]
+    assert all("broken" in reason for reason in summary["skipped_examples"])  # each names the file
     assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 3
     sd = torch.load(tmp_path / "run" / "student.pt", weights_only=True)
     assert sd["projectors.proxy.cls.3.weight"].shape == (16, 32)
