@@ -25,15 +25,14 @@ class TeacherOutput:
 
 
 class Teacher(nn.Module):
-    """Base class; subclasses implement :meth:`features` on resized, normalised inputs."""
+    """Base class; subclasses implement :meth:`features` on resized, normalised inputs. Build teachers through
+    :func:`~eupe.teachers.common.finalise`, which freezes them and measures ``summary_dim``/``patch_dim``."""
 
     def __init__(
         self,
         name: str,
         *,
         input_size: int | tuple[int, int],
-        summary_dim: int,
-        patch_dim: int,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         autocast: bool = True,
@@ -41,8 +40,7 @@ class Teacher(nn.Module):
         super().__init__()
         self.name = name
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        self.summary_dim = summary_dim
-        self.patch_dim = patch_dim
+        self.summary_dim = self.patch_dim = 0  # output widths, measured by teachers.common.finalise
         self.autocast = autocast
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

@@ -18,8 +18,7 @@ class BackboneTeacher(Teacher):
 
     def __init__(self, name: str, backbone: nn.Module, *, input_size: int, summary: str = "auto",
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, autocast: bool = True) -> None:
-        super().__init__(name, input_size=input_size, summary_dim=backbone.embed_dim, patch_dim=backbone.embed_dim,
-                         mean=mean, std=std, autocast=autocast)
+        super().__init__(name, input_size=input_size, mean=mean, std=std, autocast=autocast)
         if summary not in ("auto", "cls", "mean"):
             raise TeacherError(f"Teacher {name!r}: summary must be auto, cls or mean, got {summary!r}")
         self.backbone = backbone

@@ -26,8 +26,7 @@ class FeatureMapTeacher(Teacher):
     def __init__(self, name: str, network: nn.Module, *, input_size: int | tuple[int, int],
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, call: str = "forward",
                  patch_layer: str | None = None, summary_layer: str | None = None, autocast: bool = True) -> None:
-        super().__init__(name, input_size=input_size, summary_dim=0, patch_dim=0, mean=mean, std=std,
-                         autocast=autocast)
+        super().__init__(name, input_size=input_size, mean=mean, std=std, autocast=autocast)
         self.network = network
         if not callable(getattr(network, call, None)):
             raise TeacherError(f"Teacher {name!r}: the network ({type(network).__name__}) has no callable {call!r}")

@@ -21,8 +21,7 @@ class TokenTeacher(Teacher):
 
     def __init__(self, name: str, network: nn.Module, *, input_size: int | tuple[int, int], mean: Sequence[float],
                  std: Sequence[float], patch_size: int | None, summary: str = "auto", autocast: bool = True) -> None:
-        super().__init__(name, input_size=input_size, summary_dim=0, patch_dim=0, mean=mean, std=std,
-                         autocast=autocast)
+        super().__init__(name, input_size=input_size, mean=mean, std=std, autocast=autocast)
         if summary not in SUMMARY_MODES:
             raise TeacherError(f"Teacher {name!r}: summary must be one of {SUMMARY_MODES}, got {summary!r}")
         self.network = network

@@ -147,7 +147,7 @@ def test_teacher_without_a_patch_grid_is_one_clear_error(tmp_path):
         def features(self, x):
             return TeacherOutput(x.mean((2, 3)), x.flatten(2))  # [B, C, N]: not a grid
 
-    flat = Flat("flat", input_size=32, summary_dim=3, patch_dim=3)
+    flat = Flat("flat", input_size=32)
     d = build(str(tmp_path), ["train.iterations=2"])
     d.teachers, d.names = [flat], ["flat"]
     with pytest.raises(TeacherError, match="flat"):
