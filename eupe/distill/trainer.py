@@ -138,11 +138,10 @@ class Distiller:
         c = self.cfg.cache
         root = Path(c.dir) if c.dir else self.out / "teacher_cache"
         d = self.cfg.data  # only what changes the views or the teacher outputs (not e.g. the student's scale)
-        fingerprint = str(mix_seed(hash_json({"teachers": [to_dict(s) for s in self.cfg.teachers] or self.names,
-                                              "sources": [d.source, d.second_source], "augment": to_dict(d.augment),
-                                              "teacher_scales": d.teacher_scales, "data_id": self.data_id,
-                                              "seed": self.cfg.train.seed, "views": c.views_per_image,
-                                              "store": c.store_views})))
+        fingerprint = sha256_of_json({"teachers": [to_dict(s) for s in self.cfg.teachers] or self.names,
+                                      "sources": [d.source, d.second_source], "augment": to_dict(d.augment),
+                                      "teacher_scales": d.teacher_scales, "data_id": self.data_id,
+                                      "seed": self.cfg.train.seed, "views": c.views_per_image, "store": c.store_views})
         cache = FeatureCache.build(root, self.stream, self.teachers, fingerprint=fingerprint,
                                    views_per_image=c.views_per_image, shard_size=c.shard_size,
                                    batch_size=c.batch_size, store_views=c.store_views,
@@ -311,8 +310,9 @@ class Distiller:
         return result
 
 
-def hash_json(data: object) -> int:
-    return int(hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:15], 16)
+def sha256_of_json(data: object) -> str:
+    """Hex digest of ``data``'s canonical JSON: a stable identity for settings (e.g. the cache fingerprint)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def peak_memory_mb(device: torch.device) -> float:
