@@ -131,7 +131,7 @@ def bench_overhead(tmp: Path, rounds: int, size: int, batch: int) -> None:
 def bench_cache(tmp: Path, size: int, batch: int, n_images: int) -> None:
     steps = n_images // batch
     start = time.perf_counter()
-    d = make(tmp / "cache", size=size, batch=batch, n_images=n_images, teacher_dim=768, teacher_depth=12,
+    d = make(tmp / "cache", size=size, batch=batch, n_images=n_images, teacher_dim=768, teacher_depth=24,
              iterations=2 * steps, cache=True)
     d.measure_normalization()
     d.student.train()
