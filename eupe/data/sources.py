@@ -93,7 +93,9 @@ class TarShardSource:
         member = self.members[index]
         where = self.describe(index)
         try:
-            data = _read_at(self._handle(member.shard), member.offset, member.size)
+            handle = self._handle(member.shard)
+            handle.seek(member.offset)
+            data = handle.read(member.size)
         except OSError as err:
             raise ImageDecodeError(where, f"cannot read shard ({err})") from None
         return decode_bytes(data, where)
@@ -101,25 +103,12 @@ class TarShardSource:
     def _handle(self, shard: int) -> io.BufferedReader:
         if self._pid != os.getpid():  # forked (e.g. a DataLoader worker): never share file offsets with the parent
             self._handles, self._pid = {}, os.getpid()
-        handle = self._handles.get(shard)
-        if handle is None:
-            handle = self._handles.setdefault(shard, open(self.shards[shard], "rb"))
-        return handle
+        if shard not in self._handles:
+            self._handles[shard] = open(self.shards[shard], "rb")
+        return self._handles[shard]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_handles": {}}  # open files do not pickle; reopened on first use
-
-
-def _read_at(handle: io.BufferedReader, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset``, without moving a shared file position (threads read the same handle)."""
-    chunks, got = [], 0
-    while got < size:
-        chunk = os.pread(handle.fileno(), size - got, offset + got)
-        if not chunk:
-            raise OSError(f"unexpected end of file at byte {offset + got}")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 def _index_shard(shard_index: int, path: str) -> list[TarMember]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -45,7 +44,6 @@ class FeatureCache:
         self.views_per_image = int(meta["views_per_image"])
         self._shards: OrderedDict[tuple[int, int], dict[str, Tensor]] = OrderedDict()
         self._max = max_shards_in_memory
-        self._lock = threading.Lock()  # the stream's worker threads read views concurrently
 
     # ---- building
 
@@ -137,16 +135,15 @@ class FeatureCache:
         row = (view % self.views_per_image) * self.sizes[source] + index
         shard, offset = divmod(row, self.shard_size)
         key = (source, shard)
-        with self._lock:
-            if key not in self._shards:
-                path = self.shard_path(self.root, source, shard)
-                if not path.is_file():
-                    raise CacheError(f"Feature cache shard {path} is missing; rebuild the cache (delete {self.root})")
-                self._shards[key] = torch.load(path, map_location="cpu", weights_only=True)
-                while len(self._shards) > self._max:
-                    self._shards.popitem(last=False)
-            self._shards.move_to_end(key)
-            return self._shards[key], offset
+        if key not in self._shards:
+            path = self.shard_path(self.root, source, shard)
+            if not path.is_file():
+                raise CacheError(f"Feature cache shard {path} is missing; rebuild the cache (delete {self.root})")
+            self._shards[key] = torch.load(path, map_location="cpu", weights_only=True)
+            while len(self._shards) > self._max:
+                self._shards.popitem(last=False)
+        self._shards.move_to_end(key)
+        return self._shards[key], offset
 
     def targets(self, keys: Tensor, teachers: Sequence[str], device: torch.device) -> dict[str, TeacherOutput]:
         """Cached ``TeacherOutput`` (fp32, on ``device``) of each teacher for ``keys`` ``[b, 3]``."""

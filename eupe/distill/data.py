@@ -177,7 +177,7 @@ class ViewStream:
 
     def _perm(self, source: int, epoch: int) -> Tensor:
         key = (source, epoch)
-        perm = self._perm_cache.get(key)  # single dict operations: safe from the worker threads
+        perm = self._perm_cache.get(key)
         if perm is None:
             if len(self._perm_cache) > 4:
                 self._perm_cache.clear()
