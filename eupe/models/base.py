@@ -45,6 +45,42 @@ class Backbone(nn.Module):
             raise ValueError(f"Got {len(x)} inputs but {len(masks_list)} masks")
         return [self._forward_features_single(xi, mi) for xi, mi in zip(x, masks_list)]
 
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """Per layer of :meth:`forward_intermediates`: ``num_chs``, ``reduction`` (input pixels per map pixel) and
+        ``module`` (timm's convention)."""
+        raise NotImplementedError
+
+    def _intermediate_maps(self, x: Tensor, layers: list[int], norm: bool,
+                           final: bool) -> tuple[list[Tensor], Tensor | None]:
+        raise NotImplementedError
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Feature maps of several layers for detection and segmentation necks, with timm's interface.
+
+        ``indices``: ``None`` (every layer), ``n`` (the last ``n``) or layer indices (negative ones count from the
+        end); layers are blocks (ViT, all at the patch stride) or stages (ConvNeXt, strides 4 to 32), as listed by
+        :attr:`feature_info`. ``norm`` applies the output norms as ``get_intermediate_layers`` does. Returns the maps
+        in layer order, ``[B, C, h, w]`` (or ``[B, h*w, C]`` with ``output_fmt="NLC"``), preceded, unless
+        ``intermediates_only``, by the final output as timm gives it (ViT: all tokens after the final norm;
+        ConvNeXt: the last stage's map).
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        layers = take_indices(indices, len(self.feature_info))
+        maps, final = self._intermediate_maps(x, layers, norm, final=not intermediates_only)
+        if output_fmt == "NLC":
+            maps = [m.flatten(2).transpose(1, 2) for m in maps]
+        return maps if intermediates_only else (final, maps)  # type: ignore[return-value]
+
     def forward(self, x: Tensor | Sequence[Tensor], *, is_training: bool = False, **kwargs):
         features = self.forward_features(x, **kwargs)
         if is_training:
@@ -80,6 +116,16 @@ def format_intermediate_outputs(
     if return_extra_tokens:
         return tuple(zip(patches, extra_tokens))
     return tuple(patches)
+
+
+def take_indices(indices: int | Sequence[int] | None, total: int) -> list[int]:
+    """timm's layer selection: ``None`` = all, ``n`` = the last ``n``, or indices (negative ones count from the
+    end); returned sorted and unique."""
+    if indices is None:
+        indices = total
+    elif not isinstance(indices, int):
+        indices = [int(i) + total if int(i) < 0 else int(i) for i in indices]
+    return sorted(set(resolve_layer_indices(indices, total)))
 
 
 def resolve_layer_indices(n: int | Sequence[int], total: int) -> list[int]:

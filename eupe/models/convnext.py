@@ -6,7 +6,7 @@ the last stage) normalised together with the stride-32 patch tokens, in the ViTs
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,7 @@ class ConvNeXt(Backbone):
         self.norms = nn.ModuleList([nn.Identity(), nn.Identity(), nn.Identity(), self.norm])
         self.head = nn.Identity()
         self.embed_dim = self.num_features = dims[-1]
+        self.dims = tuple(dims)
         self.n_blocks = 4
         self.n_storage_tokens = 0
         self.patch_size = patch_size
@@ -137,6 +138,19 @@ class ConvNeXt(Backbone):
             class_tokens.append(pooled)
         empty = [c.new_zeros(c.shape[0], 0, c.shape[-1]) for c in class_tokens]
         return format_intermediate_outputs(patches, class_tokens, empty, return_class_token, return_extra_tokens)
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        return [{"num_chs": dim, "reduction": 4 * 2**i, "module": f"stages.{i}"} for i, dim in enumerate(self.dims)]
+
+    def _intermediate_maps(self, x: Tensor, layers: list[int], norm: bool,
+                           final: bool) -> tuple[list[Tensor], Tensor | None]:
+        maps = []
+        for i in range(4 if final else layers[-1] + 1):
+            x = self._stage(i, x)
+            if i in layers:  # the stage norms work on channels: applied channels-last
+                maps.append(self.norms[i](x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous() if norm else x)
+        return maps, (x if final else None)
 
 
 

@@ -7,7 +7,7 @@ between this package and the reference code unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -178,7 +178,7 @@ class VisionTransformer(Backbone):
         p = self.num_prefix_tokens
         patches = [out[:, p:] for out in outputs]
         if reshape:
-            patches = [out.unflatten(1, grid).permute(0, 3, 1, 2).contiguous() for out in patches]
+            patches = [_grid_map(out, grid) for out in patches]
         return format_intermediate_outputs(
             patches,
             [out[:, 0] for out in outputs],
@@ -187,6 +187,25 @@ class VisionTransformer(Backbone):
             return_extra_tokens,
         )
 
+
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        return [{"num_chs": self.embed_dim, "reduction": self.patch_size, "module": f"blocks.{i}"}
+                for i in range(self.n_blocks)]
+
+    def _intermediate_maps(self, x: Tensor, layers: list[int], norm: bool,
+                           final: bool) -> tuple[list[Tensor], Tensor | None]:
+        tokens, grid = self.prepare_tokens(x)
+        last, outputs = self._run_blocks(tokens, grid, last_block=None if final else layers[-1], take=set(layers))
+        p = self.num_prefix_tokens
+        maps = [_grid_map((self.norm(out) if norm else out)[:, p:], grid) for out in outputs]
+        return maps, (self.norm(last) if final else None)
+
+
+def _grid_map(patch_tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``[B, h*w, D]`` patch tokens as a ``[B, D, h, w]`` map."""
+    return patch_tokens.unflatten(1, grid).permute(0, 3, 1, 2).contiguous()
 
 
 # ---- architectures -------------------------------------------------------------------------------------------
