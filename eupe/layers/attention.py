@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rope import apply_rope
+from .rope import _is_tracing, apply_rope
 
 
 class LinearKMaskedBias(nn.Linear):
@@ -55,6 +55,8 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        if self.qkv.bias is not None and x.device.type == "cpu" and not torch.is_grad_enabled() and not _is_tracing():
+            return self._forward_folding_qkv_bias(x, rope)
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
@@ -64,3 +66,25 @@ class SelfAttention(nn.Module):
             q, k = qkv[0], qkv[1]
         out = F.scaled_dot_product_attention(q, k, qkv[2])
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def _forward_folding_qkv_bias(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The same attention without adding the qkv bias to the ``[B, N, 3C]`` projection (on CPU that costs a
+        copy of the whole output): the query and key biases enter RoPE's first pass as a rotated ``[H, N, D]``
+        table, and the value bias, which attention passes through unchanged (softmax rows sum to 1), is folded
+        into the output projection's bias. Inference on CPU only; the numbers agree to float rounding."""
+        B, N, C = x.shape
+        H, D = self.num_heads, self.head_dim
+        qkv = F.linear(x, self.qkv.weight).view(B, N, 3, H, D).permute(2, 0, 3, 1, 4)
+        bias = self.qkv.effective_bias() if isinstance(self.qkv, LinearKMaskedBias) else self.qkv.bias
+        bias = bias.view(3, 1, H, 1, D)  # (q/k/v, batch, head, token, dim)
+        if rope is not None:
+            rotated = apply_rope(bias[:2].expand(2, 1, H, N, D).float(), *rope)
+            q, k = apply_rope(qkv[:2], *rope, rotated_bias=rotated).unbind(0)
+        else:
+            q, k = qkv[0] + bias[0], qkv[1] + bias[1]
+        out = F.scaled_dot_product_attention(q, k, qkv[2]).transpose(1, 2).reshape(B, N, C)
+        value_bias = bias[2].flatten().to(self.proj.weight.dtype)
+        proj_bias = self.proj.weight @ value_bias
+        if self.proj.bias is not None:
+            proj_bias = proj_bias + self.proj.bias
+        return F.linear(out, self.proj.weight, proj_bias)

@@ -157,20 +157,23 @@ def rope_tables_with_prefix(sin: Tensor, cos: Tensor, num_prefix: int) -> tuple[
     return signed_sin, cos
 
 
-def apply_rope(x: Tensor, signed_sin: Tensor, cos: Tensor) -> Tensor:
+def apply_rope(x: Tensor, signed_sin: Tensor, cos: Tensor, rotated_bias: Tensor | None = None) -> Tensor:
     """Rotates ``x`` (``[..., N, D]``) with tables from :func:`rope_tables_with_prefix`, computed in fp32.
 
     Eager: ``x * cos`` plus the swapped halves of ``x`` times ``signed_sin``, accumulated in place into the two
     halves of the result (two passes over ``x``, no temporary). Traced/exported graphs get the equivalent
-    out-of-place form, since in-place slice updates become slow scatter ops in ONNX.
+    out-of-place form, since in-place slice updates become slow scatter ops in ONNX. ``rotated_bias`` (an
+    already rotated bias, broadcastable to ``x``) is added in the first pass: rotating ``x + b`` without a pass
+    for the sum.
     """
     dtype = x.dtype
     x = x.float()
     half = x.shape[-1] // 2
     if _is_tracing():
         rolled = torch.cat([x[..., half:], x[..., :half]], dim=-1)
-        return (x * cos + rolled * signed_sin).to(dtype)
-    out = x * cos
+        out = x * cos + rolled * signed_sin
+        return (out if rotated_bias is None else out + rotated_bias).to(dtype)
+    out = x * cos if rotated_bias is None else torch.addcmul(rotated_bias, x, cos)
     out[..., :half].addcmul_(x[..., half:], signed_sin[..., :half])
     out[..., half:].addcmul_(x[..., :half], signed_sin[..., half:])
     return out.to(dtype)
