@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import random
 import statistics
 import sys
 import time
@@ -82,8 +83,12 @@ def time_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int,
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():  # interleaved: machine noise hits every implementation alike
+        shuffle(order)  # interleaved, in a new order each round: noise and position effects hit all alike
+        for name in order:
+            fn = fns[name]
             sync()
             start = time.perf_counter()
             fn()
