@@ -34,7 +34,7 @@ class KeypointsConfig:
     image_size: int = 512
     alpha: float = 0.1
     chunk_rows: int = 64
-    cached_images: int = 64  # feature maps kept per image: SPair pairs reuse images (~9 pairs per test image)
+    cached_images: int = 64  # most recent images whose feature maps are kept: SPair pairs reuse images
 
 
 class ImageFeatures:
