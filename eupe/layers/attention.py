@@ -55,7 +55,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        if self.qkv.bias is not None and x.device.type == "cpu" and not torch.is_grad_enabled() and not _is_tracing():
+        if self._folds_qkv_bias(x):
             return self._forward_folding_qkv_bias(x, rope)
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -66,6 +66,11 @@ class SelfAttention(nn.Module):
             q, k = qkv[0], qkv[1]
         out = F.scaled_dot_product_attention(q, k, qkv[2])
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def _folds_qkv_bias(self, x: Tensor) -> bool:
+        """CPU inference with float linear layers (not quantised ones) and a qkv bias, outside graph capture."""
+        return (x.device.type == "cpu" and not torch.is_grad_enabled() and not _is_tracing()
+                and isinstance(self.qkv, nn.Linear) and isinstance(self.proj, nn.Linear) and self.qkv.bias is not None)
 
     def _forward_folding_qkv_bias(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         """The same attention without adding the qkv bias to the ``[B, N, 3C]`` projection (on CPU that costs a
