@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..layers import LinearKMaskedBias, SwiGLUFFN
+from ..layers import SwiGLUFFN
+from ..layers.attention import qkv_bias
 from ..loading import load_into
 from ..models import VisionTransformer
 from ..models.vision_transformer import NORM_EPS
@@ -61,10 +62,8 @@ def _require_vit(model: nn.Module) -> VisionTransformer:
 
 
 def _split_qkv_bias(qkv: nn.Linear) -> list[Tensor | None]:
-    if qkv.bias is None:
-        return [None, None, None]
-    bias = qkv.effective_bias() if isinstance(qkv, LinearKMaskedBias) else qkv.bias
-    return list(bias.detach().chunk(3))
+    bias = qkv_bias(qkv)
+    return [None, None, None] if bias is None else list(bias.detach().chunk(3))
 
 
 def hf_config(model: nn.Module) -> dict:

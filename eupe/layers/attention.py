@@ -33,6 +33,11 @@ class LinearKMaskedBias(nn.Linear):
         return F.linear(x, self.weight, self.effective_bias())
 
 
+def qkv_bias(qkv: nn.Linear) -> Tensor | None:
+    """The bias a qkv projection adds: the masked one of :class:`LinearKMaskedBias`, else the layer's own."""
+    return qkv.effective_bias() if isinstance(qkv, LinearKMaskedBias) else qkv.bias
+
+
 class SelfAttention(nn.Module):
     """Self-attention over ``[B, N, C]`` tokens; RoPE (if given) rotates queries and keys of all tokens."""
 
@@ -80,8 +85,7 @@ class SelfAttention(nn.Module):
         B, N, C = x.shape
         H, D = self.num_heads, self.head_dim
         qkv = F.linear(x, self.qkv.weight).view(B, N, 3, H, D).permute(2, 0, 3, 1, 4)
-        bias = self.qkv.effective_bias() if isinstance(self.qkv, LinearKMaskedBias) else self.qkv.bias
-        bias = bias.view(3, 1, H, 1, D)  # (q/k/v, batch, head, token, dim)
+        bias = qkv_bias(self.qkv).view(3, 1, H, 1, D)  # (q/k/v, batch, head, token, dim)
         if rope is not None:
             rotated = apply_rope(bias[:2].expand(2, 1, H, N, D).float(), *rope)
             q, k = apply_rope(qkv[:2], *rope, rotated_bias=rotated).unbind(0)
