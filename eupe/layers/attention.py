@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rope import _is_tracing, apply_rope
+from .rope import apply_rope, is_tracing
 
 
 class LinearKMaskedBias(nn.Linear):
@@ -74,7 +74,7 @@ class SelfAttention(nn.Module):
 
     def _folds_qkv_bias(self, x: Tensor) -> bool:
         """CPU inference with float linear layers (not quantised ones) and a qkv bias, outside graph capture."""
-        return (x.device.type == "cpu" and not torch.is_grad_enabled() and not _is_tracing()
+        return (x.device.type == "cpu" and not torch.is_grad_enabled() and not is_tracing()
                 and isinstance(self.qkv, nn.Linear) and isinstance(self.proj, nn.Linear) and self.qkv.bias is not None)
 
     def _forward_folding_qkv_bias(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:

@@ -112,7 +112,7 @@ class RopePositionEmbedding(nn.Module):
 
         Cached in eval mode; see :func:`rope_tables_with_prefix` for the layout.
         """
-        if self._augments_coords() or _is_tracing():
+        if self._augments_coords() or is_tracing():
             return rope_tables_with_prefix(*self._compute(H, W), num_prefix)
         periods = self.periods
         if periods.is_inference():
@@ -136,7 +136,7 @@ class RopePositionEmbedding(nn.Module):
         return f"head_dim={self.head_dim}, base={self.base}, normalize_coords={self.normalize_coords!r}"
 
 
-def _is_tracing() -> bool:
+def is_tracing() -> bool:
     """True while compiling or exporting: the tables must then be computed from (symbolic) H, W in the graph."""
     return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export())
@@ -169,7 +169,7 @@ def apply_rope(x: Tensor, signed_sin: Tensor, cos: Tensor, rotated_bias: Tensor 
     dtype = x.dtype
     x = x.float()
     half = x.shape[-1] // 2
-    if _is_tracing():
+    if is_tracing():
         rolled = torch.cat([x[..., half:], x[..., :half]], dim=-1)
         out = x * cos + rolled * signed_sin
         return (out if rotated_bias is None else out + rotated_bias).to(dtype)
