@@ -6,9 +6,9 @@ Each section runs in its own process under its own time limit, so one failure or
 everything printed goes to ``<output-dir>/gpu_check.log`` and a pass/fail line per section ends the log.
 Sections (``--sections`` picks some):
 
-* ``correctness``: the two miniature reference models on CUDA in fp32 (TF32 off) against the reference outputs
-  (tolerance 1e-4); bf16 autocast and a bf16 copy of all six models against fp32 (cosine); ``torch.compile``
-  (fullgraph) against eager.
+* ``correctness``: the reference-parity tests (``tests/models/test_reference_parity.py``) on CUDA in fp32 with
+  TF32 off; bf16 autocast and a bf16 copy of all six models against fp32 (cosine); ``torch.compile`` (fullgraph)
+  against eager.
 * ``stage1``: the stage-1 config under ``torchrun`` (FSDP2, activation checkpointing, bf16) with the real 1.9B
   proxy shape and a random ViT-L teacher, a few steps at the paper's scales: step time and peak memory.
 * ``stage2``: the stage-2 config (ViT-B student, random 1.9B proxy teacher, batch 128 at 256 from JPEG files),
@@ -34,45 +34,19 @@ REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"correctness": 90, "stage1": 160, "stage2": 300, "forward": 90, "bench": 120}  # time limits, s
 
 
-def check_correctness() -> None:
+def check_correctness(env: dict[str, str], timeout: float) -> None:
     import torch
 
     sys.path.insert(0, str(REPO))
     import eupe
-    from eupe.models import ConvNeXt, VisionTransformer
-    from tests.helpers import load_reference
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    # parity with the reference outputs: the repository's own tests, run on the GPU
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/models/test_reference_parity.py"], check=True,
+                   cwd=REPO, env={**env, "EUPE_TEST_DEVICE": "cuda"}, timeout=timeout / 2)
     dev = torch.device("cuda")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(dev)}")
-
-    def max_diff(a, b) -> float:
-        if isinstance(a, (tuple, list)):
-            return max((max_diff(x, y) for x, y in zip(a, b)), default=0.0)
-        return (a.float().cpu() - b).abs().max().item() if a.numel() else 0.0
-
     failures = []
     with torch.inference_mode():
-        for filename, cls in (("vit_small_config.pt", VisionTransformer), ("convnext_small_config.pt", ConvNeXt)):
-            data = load_reference(filename)
-            model = cls(**data["architecture"]).eval()
-            model.load_state_dict(data["state_dict"], strict=True)
-            model.to(dev)
-            worst = 0.0
-            for case in data["cases"]:
-                x = case["input"].to(dev)
-                out = model.forward_features(x)
-                worst = max([worst] + [max_diff(out[k], v) for k, v in case["forward_features"].items()
-                                       if v is not None])
-                worst = max(worst, max_diff(model(x), case["forward"]))
-                got = model.get_intermediate_layers(x, n=[0, 2], reshape=True, return_class_token=True)
-                worst = max(worst, max_diff(got, case[
-                    "get_intermediate_layers(n=[0,2],reshape=True,return_class_token=True)"]))
-            print(f"CUDA fp32 vs reference outputs, {filename}: max abs diff {worst:.2e}")
-            if worst > 1e-4:
-                failures.append(filename)
-
         x = torch.rand(4, 3, 256, 256, device=dev)
         for name in eupe.list_models(pretrained=True):
             torch.manual_seed(0)
@@ -98,9 +72,9 @@ def check_correctness() -> None:
             model = eupe.create_model(name).eval().to(dev)
             compiled = torch.compile(model.forward_features, fullgraph=True)
             start = time.perf_counter()
-            got = compiled(x)
+            got = compiled(x)["x_norm_patchtokens"]
             seconds = time.perf_counter() - start
-            diff = max_diff(got["x_norm_patchtokens"], model.forward_features(x)["x_norm_patchtokens"].cpu())
+            diff = (got - model.forward_features(x)["x_norm_patchtokens"]).abs().max().item()
             print(f"{name}: torch.compile(fullgraph) vs eager max abs diff {diff:.2e} (compiled in {seconds:.0f} s)")
             if diff > 1e-3:
                 failures.append(f"{name} compile")
@@ -197,7 +171,7 @@ def main() -> None:
     if args.section:
         scratch = Path(tempfile.mkdtemp(prefix=f"gpu_{args.section}_"))
         limit = SECTIONS[args.section] - 10
-        {"correctness": lambda: check_correctness(),
+        {"correctness": lambda: check_correctness(env, limit),
          "stage1": lambda: check_stage1(scratch, env, limit),
          "stage2": lambda: check_stage2(scratch, env, limit),
          "forward": lambda: check_forward(args.reference_repo, env, limit),

@@ -1,6 +1,12 @@
-"""Outputs equal the reference implementation's for the same weights (miniature models built by the reference)."""
+"""Outputs equal the reference implementation's for the same weights (miniature models built by the reference).
+
+On CPU by default; ``EUPE_TEST_DEVICE=cuda`` runs the same checks on a GPU in fp32 with TF32 off
+(``benchmarks/gpu_check.py`` does).
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -10,6 +16,7 @@ from tests.helpers import load_reference
 
 TOL = 1e-4
 FIXTURES = [("vit_small_config.pt", VisionTransformer), ("convnext_small_config.pt", ConvNeXt)]
+DEVICE = torch.device(os.environ.get("EUPE_TEST_DEVICE", "cpu"))
 
 
 def _max_abs_diff(a, b) -> float:
@@ -17,7 +24,7 @@ def _max_abs_diff(a, b) -> float:
         assert len(a) == len(b)
         return max((_max_abs_diff(x, y) for x, y in zip(a, b)), default=0.0)
     assert a.shape == b.shape, (a.shape, b.shape)
-    return (a - b).abs().max().item() if a.numel() else 0.0
+    return (a.cpu() - b).abs().max().item() if a.numel() else 0.0
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[f[0].split("_")[0] for f in FIXTURES])
@@ -26,7 +33,10 @@ def reference(request):
     data = load_reference(filename)
     model = cls(**data["architecture"]).eval()
     model.load_state_dict(data["state_dict"], strict=True)
-    return model, data["cases"]
+    if DEVICE.type == "cuda":  # the reference outputs are fp32: no TF32 in matmuls or convolutions
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    cases = [{**case, "input": case["input"].to(DEVICE)} for case in data["cases"]]
+    return model.to(DEVICE), cases
 
 
 def test_cases_cover_square_nonsquare_and_non_multiple_sizes(reference):
