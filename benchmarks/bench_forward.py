@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import eupe
+from eupe.layers.attention import qkv_bias
 from eupe.models import VisionTransformer
 
 
@@ -47,8 +48,7 @@ def naive_forward_features(model: VisionTransformer, x: torch.Tensor) -> torch.T
         sin, cos = model.rope_embed(H=H, W=W)  # recomputed per block, as the reference does
         h = blk.norm1(x)
         attn = blk.attn
-        qkv_bias = attn.qkv.bias * attn.qkv.bias_mask
-        qkv = F.linear(h, attn.qkv.weight, qkv_bias).reshape(B, -1, 3, attn.num_heads, attn.head_dim)
+        qkv = F.linear(h, attn.qkv.weight, qkv_bias(attn.qkv)).reshape(B, -1, 3, attn.num_heads, attn.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         q, k = _naive_rope(q, sin, cos, p), _naive_rope(k, sin, cos, p)
         weights = (q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)).softmax(-1)

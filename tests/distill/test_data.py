@@ -96,14 +96,14 @@ def test_tar_shards_feed_the_stream_deterministically_skipping_corrupt_members(t
     keys = torch.cat([b.keys for b in batches])
     corrupt_index = [m.key for m in primary.source.members].index("000006")
     assert corrupt_index not in keys[:, 1].tolist() and first.state.skipped == 2
-    threaded = ViewStream(build_view_sources(data)[0], 4, seed=5, workers=2)  # forked: shard handles reopened
+    with_workers = ViewStream(build_view_sources(data)[0], 4, seed=5, workers=2)  # forked: shard handles reopened
     try:
-        again = collect(threaded, 4)
+        again = collect(with_workers, 4)
     finally:
-        threaded.close()
+        with_workers.close()
     for a, b in zip(batches, again):
         assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
-    assert threaded.state.skipped == 2
+    assert with_workers.state.skipped == 2
     globbed = build_view_sources(DataConfig(source=str(tmp_path / "*.tar"), augment=AugmentConfig(size=16)))[0]
     assert torch.equal(collect(ViewStream(globbed, 4, seed=5), 1)[0].images, batches[0].images)
 
@@ -125,19 +125,19 @@ def test_worker_processes_give_the_same_batches_skips_and_resume_as_the_main_pro
 
     primary, second = src(), TensorViews(random_images(6, seed=1), 16)
     plain = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3)
-    threaded = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3, workers=2)
+    with_workers = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3, workers=2)
     try:
         for step in range(7):
-            a, b = plain.next_batch(step), threaded.next_batch(step)
+            a, b = plain.next_batch(step), with_workers.next_batch(step)
             assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
-            assert plain.state_dict() == threaded.state_dict()
+            assert plain.state_dict() == with_workers.state_dict()
         assert plain.state.skipped > 0
         # restart from an earlier position: prefetched batches of the old position must not leak in
-        threaded.load_state_dict(plain.state_dict() | {"primary_steps": 1, "second_steps": 0, "skipped": 0})
+        with_workers.load_state_dict(plain.state_dict() | {"primary_steps": 1, "second_steps": 0, "skipped": 0})
         fresh = ViewStream(primary, 4, seed=5, second=second, second_prob=0.3)
-        fresh.load_state_dict(threaded.state_dict())
+        fresh.load_state_dict(with_workers.state_dict())
         for step in (1, 2, 3):
-            a, b = fresh.next_batch(step), threaded.next_batch(step)
+            a, b = fresh.next_batch(step), with_workers.next_batch(step)
             assert torch.equal(a.images, b.images) and torch.equal(a.keys, b.keys)
     finally:
-        threaded.close()
+        with_workers.close()
