@@ -155,6 +155,14 @@ class VisionTransformer(Backbone):
         tokens, _ = self._run_blocks(tokens, grid)
         return feature_dict(self.norm(tokens), self.num_prefix_tokens, tokens, masks)
 
+    def _block_outputs(self, x: Tensor, layers: Sequence[int], norm: bool,
+                       run_all: bool = False) -> tuple[Tensor, list[Tensor], tuple[int, int]]:
+        """(last block's output, the outputs of ``layers`` in block order, normed if ``norm``, patch grid); blocks
+        after the last requested one run only with ``run_all``."""
+        tokens, grid = self.prepare_tokens(x)
+        last, outputs = self._run_blocks(tokens, grid, last_block=None if run_all else max(layers), take=set(layers))
+        return last, [self.norm(out) for out in outputs] if norm else outputs, grid
+
     def get_intermediate_layers(
         self,
         x: Tensor,
@@ -170,11 +178,7 @@ class VisionTransformer(Backbone):
         Patch tokens come as ``[B, N, D]`` or, with ``reshape``, ``[B, D, h, w]``; with ``return_class_token`` /
         ``return_extra_tokens`` each entry is a tuple ``(patches, cls[, storage])`` as in the reference.
         """
-        indices = resolve_layer_indices(n, len(self.blocks))
-        tokens, grid = self.prepare_tokens(x)
-        _, outputs = self._run_blocks(tokens, grid, last_block=max(indices), take=set(indices))
-        if norm:
-            outputs = [self.norm(out) for out in outputs]
+        _, outputs, grid = self._block_outputs(x, resolve_layer_indices(n, len(self.blocks)), norm)
         p = self.num_prefix_tokens
         patches = [out[:, p:] for out in outputs]
         if reshape:
@@ -196,10 +200,8 @@ class VisionTransformer(Backbone):
 
     def _intermediate_maps(self, x: Tensor, layers: list[int], norm: bool,
                            final: bool) -> tuple[list[Tensor], Tensor | None]:
-        tokens, grid = self.prepare_tokens(x)
-        last, outputs = self._run_blocks(tokens, grid, last_block=None if final else layers[-1], take=set(layers))
-        p = self.num_prefix_tokens
-        maps = [_grid_map((self.norm(out) if norm else out)[:, p:], grid) for out in outputs]
+        last, outputs, grid = self._block_outputs(x, layers, norm, run_all=final)
+        maps = [_grid_map(out[:, self.num_prefix_tokens:], grid) for out in outputs]
         return maps, (self.norm(last) if final else None)
 
 
