@@ -1,9 +1,16 @@
 """Throughput of ``forward_features``: this package vs a naive implementation of the same math (and, optionally,
-the reference implementation), in one process, interleaved, median of several rounds.
+the reference implementation), interleaved in one process or (``--isolated``) each in new processes, median of
+several rounds.
 
     python benchmarks/bench_forward.py --model eupe_vits16 --batch 8 --size 256 --rounds 7
     python benchmarks/bench_forward.py --reference-repo PATH/TO/facebookresearch/EUPE   # adds the reference column
     python benchmarks/bench_forward.py --device cuda --amp bf16 --batch 128 --rounds 20  # a GPU
+    python benchmarks/bench_forward.py --compile   # adds this package under torch.compile (weights frozen)
+    python benchmarks/bench_forward.py --reference-repo PATH --isolated   # each timing in a fresh process
+
+In one process the implementations share the memory allocator: buffers one of them frees serve the next one's
+allocations without page faults, which flatters allocation-heavy code. ``--isolated`` times each implementation
+in its own new process per round (shuffled order), as a user runs one model, and reports the same table.
 
 The naive baseline recomputes RoPE in every block, applies it by slicing and concatenating, writes attention as
 ``softmax(q k^T / sqrt(d)) v`` and LayerScale as a separate multiply. It shares the weights, and its outputs are
@@ -14,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,6 +106,66 @@ def time_rounds(fns: dict[str, Callable[[], object]], rounds: int, warmup: int,
     return times
 
 
+def build_inputs(args: argparse.Namespace, device: torch.device) -> tuple[VisionTransformer, torch.Tensor]:
+    torch.manual_seed(0)
+    model = eupe.create_model(args.model).eval().to(device)
+    for module in model.modules():  # non-trivial LayerScale so every branch matters in the parity check
+        if hasattr(module, "gamma") and module.gamma is not None:
+            module.gamma.data.fill_(0.5)
+    return model, torch.randn(args.batch, 3, args.size, args.size, device=device)
+
+
+COMPILED = "eupe, torch.compile (frozen weights)"
+
+
+def implementation(args: argparse.Namespace, model: VisionTransformer, x: torch.Tensor,
+                   name: str) -> Callable[[], object]:
+    """The forward function called ``name``, built on its own (a worker process must not warm up the others)."""
+    if name == "naive":
+        return lambda: naive_forward_features(model, x)
+    if name == "eupe":
+        return lambda: model.forward_features(x)
+    if name == "reference":
+        reference = load_reference_model(args.reference_repo, args.model, model.state_dict()).to(x.device)
+        return lambda: reference.forward_features(x)
+    if name == COMPILED:
+        compiled = torch.compile(model.forward_features, dynamic=False, options={"freezing": True})
+        return lambda: compiled(x)
+    raise ValueError(f"unknown implementation {name!r}")
+
+
+def check_parity(fns: dict[str, Callable[[], object]]) -> None:
+    """Prints each implementation's max. difference to this package's patch tokens (the naive one returns them)."""
+    ours = fns["eupe"]()["x_norm_patchtokens"]
+    for name, fn in fns.items():
+        if name != "eupe":
+            start = time.perf_counter()
+            out = fn()
+            out = out if isinstance(out, torch.Tensor) else out["x_norm_patchtokens"]
+            print(f"max |{name} - eupe| = {(out - ours).abs().max().item():.2e} "
+                  f"(first call {time.perf_counter() - start:.1f} s)")
+
+
+def time_isolated(args: argparse.Namespace, names: list[str]) -> dict[str, list[float]]:
+    """Per round and implementation (shuffled), a new process builds it, warms it up and times ``--iterations``
+    calls; the round's time is their median."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    order, shuffle = list(names), random.Random(0).shuffle
+    for _ in range(args.rounds):
+        shuffle(order)
+        for name in order:
+            cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--batch", str(args.batch),
+                   "--size", str(args.size), "--warmup", str(args.warmup), "--iterations", str(args.iterations),
+                   "--device", args.device, "--amp", args.amp]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            cmd += ["--reference-repo", str(args.reference_repo)] if args.reference_repo else []
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SystemExit(f"worker for {name!r} failed:\n{result.stderr[-2000:]}")
+            times[name].append(statistics.median(json.loads(result.stdout.strip().splitlines()[-1])))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="eupe_vits16")
@@ -108,33 +177,37 @@ def main() -> None:
     parser.add_argument("--reference-repo", type=Path, default=None, help="a clone of facebookresearch/EUPE")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast for every column")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a column: this package under torch.compile with inductor's weight freezing")
+    parser.add_argument("--isolated", action="store_true",
+                        help="time every implementation in a new process per round (no shared allocator state)")
+    parser.add_argument("--iterations", type=int, default=5, help="--isolated: timed calls per process")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one --isolated timing
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = eupe.create_model(args.model).eval().to(device)
-    for module in model.modules():  # non-trivial LayerScale so every branch matters in the parity check
-        if hasattr(module, "gamma") and module.gamma is not None:
-            module.gamma.data.fill_(0.5)
-    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    fns: dict[str, Callable[[], object]] = {"naive": lambda: naive_forward_features(model, x),
-                                            "eupe": lambda: model.forward_features(x)}
+    names = ["naive", "eupe"] + (["reference"] if args.reference_repo else []) + ([COMPILED] if args.compile else [])
+    model, x = build_inputs(args, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
     with torch.inference_mode(), autocast:
-        ours = model.forward_features(x)["x_norm_patchtokens"]
-        diff = (naive_forward_features(model, x) - ours).abs().max().item()
-        print(f"max |eupe - naive| = {diff:.2e}")
-        if args.reference_repo:
-            reference = load_reference_model(args.reference_repo, args.model, model.state_dict()).to(device)
-            fns["reference"] = lambda: reference.forward_features(x)
-            ref_diff = (reference.forward_features(x)["x_norm_patchtokens"] - ours).abs().max().item()
-            print(f"max |eupe - reference| = {ref_diff:.2e}")
-        times = time_rounds(fns, args.rounds, args.warmup, device)
+        if args.worker:
+            fn = implementation(args, model, x, args.worker)
+            print(json.dumps(time_rounds({args.worker: fn}, args.iterations, args.warmup, device)[args.worker]))
+            return
+        fns = {name: implementation(args, model, x, name) for name in names}
+        check_parity(fns)
+        if args.isolated:
+            del fns
+            times = time_isolated(args, names)
+        else:
+            times = time_rounds(fns, args.rounds, args.warmup, device)
     baseline = "reference" if "reference" in times else "naive"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    how = (f"each in a new process per round ({args.iterations} timed calls, median)" if args.isolated
+           else "interleaved in one process")
     print(f"\n{args.model}, batch {args.batch}, {args.size}x{args.size}, {args.amp}, {where}, "
-          f"median of {args.rounds} interleaved rounds\n")
+          f"median of {args.rounds} rounds, {how}\n")
     print(f"| implementation | img/s | ms/batch (median) | spread (min-max ms) | vs {baseline} |")
     print("|---|---|---|---|---|")
     for name, ts in times.items():

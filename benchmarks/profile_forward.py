@@ -1,8 +1,9 @@
-"""Where the time of one ``forward_features`` goes, by operator: PyTorch eager (torch profiler) or ONNX Runtime
-(its own profiler, on the ``eupe export --optimize`` graph).
+"""Where the time of one ``forward_features`` goes, by operator: PyTorch eager (torch profiler), ONNX Runtime
+(its own profiler, on the ``eupe export --optimize`` graph) or the reference implementation (torch profiler).
 
     python benchmarks/profile_forward.py --model eupe_vits16 --batch 8 --size 256 --threads 2
     python benchmarks/profile_forward.py --backend onnxruntime --threads 2
+    python benchmarks/profile_forward.py --backend reference --reference-repo PATH/TO/facebookresearch-EUPE
 
 The shares and milliseconds it prints are the ones the README quotes (profiling overhead lowers img/s a little;
 use bench_forward.py and ``eupe bench`` for throughput comparisons).
@@ -77,7 +78,10 @@ def profile_onnxruntime(model: torch.nn.Module, x: torch.Tensor, rounds: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="eupe_vits16")
-    parser.add_argument("--backend", choices=("eager", "onnxruntime"), default="eager")
+    parser.add_argument("--backend", choices=("eager", "onnxruntime", "reference"), default="eager",
+                        help="reference: the reference implementation (eager) with the same weights")
+    parser.add_argument("--reference-repo", type=Path, default=None, help="--backend reference: a clone of "
+                        "facebookresearch/EUPE")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's choice)")
@@ -89,7 +93,14 @@ def main() -> None:
     torch.manual_seed(0)
     model = eupe.create_model(args.model).eval()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    if args.backend == "eager":
+    if args.backend == "reference":
+        if args.reference_repo is None:
+            parser.error("--backend reference needs --reference-repo PATH (a clone of facebookresearch/EUPE)")
+        from bench_forward import load_reference_model  # the sibling script's loader
+
+        ops, seconds = profile_eager(load_reference_model(args.reference_repo, args.model, model.state_dict()), x,
+                                     args.rounds)
+    elif args.backend == "eager":
         ops, seconds = profile_eager(model, x, args.rounds)
     else:
         ops, seconds = profile_onnxruntime(model, x, args.rounds, args.threads)
