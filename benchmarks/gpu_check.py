@@ -12,7 +12,7 @@ Sections (``--sections`` picks some):
 * ``stage1``: the stage-1 config under ``torchrun`` (FSDP2, activation checkpointing, bf16) with the real 1.9B
   proxy shape and a random ViT-L teacher, a few steps at the paper's scales: step time and peak memory.
 * ``stage2``: the stage-2 config (ViT-B student, random 1.9B proxy teacher, batch 128 at 256 from JPEG files),
-  with and without data worker threads: step time and peak memory.
+  with and without data worker processes: step time and peak memory.
 * ``forward``: ``bench_forward.py`` on CUDA (this package vs the naive baseline and the reference code).
 * ``bench``: ``eupe bench`` with the CUDA backends (fp32, bf16, compiled bf16).
 """

@@ -23,7 +23,7 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 )
 LIST_FILE_SUFFIXES = frozenset({".txt", ".csv", ".tsv", ".lst"})
-_GLOB_CHARS = set("*?[")
+GLOB_CHARS = frozenset("*?[")  # characters that make a source string a glob pattern
 
 
 class ImageSourceError(ValueError):
@@ -87,7 +87,7 @@ def list_images(source: str | Path | Sequence[str | Path]) -> tuple[list[ImageRe
         return _list_file(path)
     if path.is_file():
         return [ImageRecord(str(path))], []
-    if _GLOB_CHARS & set(text):
+    if GLOB_CHARS & set(text):
         matches = sorted(p for p in glob.glob(os.path.expanduser(text), recursive=True) if os.path.isfile(p))
         if not matches:
             raise ImageSourceError(f"The glob pattern {text!r} matches no files: check the pattern and quote it "

@@ -23,7 +23,7 @@ from typing import NamedTuple, Protocol, Sequence
 
 from PIL import Image
 
-from .images import _GLOB_CHARS, ImageDecodeError, ImageSourceError, decode_image, list_images, load_image
+from .images import GLOB_CHARS, ImageDecodeError, ImageSourceError, decode_image, list_images, load_image
 
 TAR_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -173,7 +173,7 @@ def _shard_paths(spec: str) -> list[str]:
     paths: list[str] = []
     missing: list[str] = []
     for pattern in expand_braces(os.path.expanduser(spec)):
-        if _GLOB_CHARS & set(pattern):
+        if GLOB_CHARS & set(pattern):
             matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
             if matches:
                 paths += matches
@@ -207,7 +207,7 @@ def open_source(spec: str | Path | Sequence[str | Path]) -> ImageSource:
             return TarShardSource([e.path for e in entries])
     elif text.endswith(".tar"):
         return TarShardSource(_shard_paths(text))
-    elif not path.exists() and not _GLOB_CHARS & set(text):
+    elif not path.exists() and not GLOB_CHARS & set(text):
         raise FileNotFoundError(f"Image source {text!r} does not exist: give an image folder, a glob, a list file "
                                 f"or tar shards (a .tar file, a glob or a brace range of them)")
     return FileSource(spec)
