@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..export._deps import INSTALL_HINTS, available
 from ..export.prepare import FeatureOutputs
+from ..utils.optional import available, install_hint
 
 Runner = Callable[[Tensor], object]
 # timm's implementation of the same architectures, for an optional comparison column.
@@ -63,7 +63,7 @@ class Backend:
         missing = [m for m in self.requires if not available(m, import_it=False)]
         if missing:
             top = missing[0].split(".")[0]
-            return f"needs {top}: {INSTALL_HINTS.get(top, f'pip install {top}')}"
+            return f"needs {top}: {install_hint(top)}"
         return None
 
 
@@ -90,7 +90,7 @@ def _compiled(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
 
 
 def _torch_int8(model: nn.Module, example: Tensor, ctx: BuildContext) -> Runner:
-    from ..export.quantize import quantize_int8
+    from ..models.int8 import quantize_int8
 
     return _inference(FeatureOutputs(quantize_int8(model)).eval())
 
@@ -175,7 +175,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("eager", "cpu", _eager, description="PyTorch eager fp32"),
     Backend("eager-bf16", "cpu", _eager_bf16, description="PyTorch eager, weights and activations in bf16"),
     Backend("compile", "cpu", _compiled, description="torch.compile (inductor, frozen weights) fp32"),
-    Backend("torch-int8", "cpu", _torch_int8, description="eupe.export.quantize_int8 (dynamic int8 Linear)"),
+    Backend("torch-int8", "cpu", _torch_int8, description="eupe.models.int8.quantize_int8 (dynamic int8 Linear)"),
     Backend("onnxruntime", "cpu", _onnxruntime, ("onnx", "onnxruntime", "onnxscript"),
             "ONNX Runtime fp32, onnxruntime-optimised export (fused attention and GELU)"),
     Backend("onnxruntime-portable", "cpu", _onnxruntime_portable, ("onnx", "onnxruntime", "onnxscript"),

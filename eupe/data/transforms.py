@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_unit_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:

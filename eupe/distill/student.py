@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..models import Projectors
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 UNUSED_PARAMETERS = ("mask_token",)  # masked-image-modelling leftover of the reference layout
 

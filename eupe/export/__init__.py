@@ -1,11 +1,12 @@
 """Deployment: export EUPE backbones to ONNX, ExecuTorch, TorchScript/torch.export, safetensors and Hugging Face
 transformers, and quantise them to int8, each verified against eager PyTorch right after it is written."""
 
-from ._deps import MissingDependencyError
+from ..models.int8 import quantize_int8
+from ..utils.optional import MissingDependencyError
 from .api import FORMATS, ExportResult, export_model, load_for_export
 from .convert import checkpoint_to_safetensors, model_to_safetensors
 from .prepare import ExportError, FeatureOutputs, export_ready
-from .quantize import quantize_int8, verify_quantized
+from .quantize import verify_quantized
 from .verify import VerificationError, VerificationReport
 
 __all__ = [

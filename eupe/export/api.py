@@ -11,7 +11,7 @@ from torch import nn
 
 from ..loading import load
 from ..models import get_model_entry
-from ._deps import INSTALL_HINTS, available
+from ..utils.optional import available, install_hint
 from .prepare import ExportError
 from .verify import VerificationReport
 
@@ -72,7 +72,7 @@ def export_model(
         raise ExportError(f"--optimize applies to --format onnx only (got {fmt}).")
     if int8 and fmt != "onnx":
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
-                          "eupe.export.quantize_int8.")
+                          "eupe.models.int8.quantize_int8.")
     output = Path(output)
     result = ExportResult(fmt, [output])
     common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
@@ -113,7 +113,7 @@ def export_model(
             result.report = verify_hf(model, output, size=size)
         elif verify:
             logger.warning("transformers is not installed: %s was written but not checked against "
-                           "DINOv3ViTModel (install it to verify: %s)", output, INSTALL_HINTS["transformers"])
+                           "DINOv3ViTModel (install it to verify: %s)", output, install_hint("transformers"))
     for path in result.paths:
         logger.info("wrote %s", path)
     return result

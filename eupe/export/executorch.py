@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..utils.io import atomic_path
-from ._deps import require
+from ..utils.optional import require
 from .prepare import check_size, export_ready
 from .verify import VerificationReport, verify_export
 

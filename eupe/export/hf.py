@@ -28,7 +28,7 @@ from ..loading import load_into
 from ..models import VisionTransformer
 from ..models.vision_transformer import NORM_EPS
 from ..utils.io import atomic_path, atomic_write_json
-from ._deps import require
+from ..utils.optional import require
 from .prepare import ExportError, verification_sizes
 from .verify import VerificationReport, verify_export
 

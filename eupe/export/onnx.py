@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..utils.io import atomic_path
 from ..utils.logs import quiet
-from ._deps import require
+from ..utils.optional import require
 from .ort_fusion import (
     apply_transformer_fusions,
     dynamo_translations,

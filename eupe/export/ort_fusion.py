@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..layers import SelfAttention
 from ..layers.rope import apply_rope
 from ..utils.logs import quiet
-from ._deps import require
+from ..utils.optional import require
 
 if TYPE_CHECKING:
     from onnx.defs import OpSchema

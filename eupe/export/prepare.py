@@ -17,9 +17,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..layers import LinearKMaskedBias, SelfAttentionBlock
+from ..layers import SelfAttentionBlock
 from ..models import ConvNeXt, VisionTransformer
 from ..models.convnext import ConvNeXtBlock
+from ..models.int8 import fold_masked_bias
 
 OUTPUT_NAMES = ("class_token", "patch_tokens", "storage_tokens")
 INPUT_NAME = "pixel_values"
@@ -101,25 +102,6 @@ def dynamic_shapes(stride: int, height: int, width: int) -> tuple[dict, ...]:
     h = stride * Dim("h_units", min=2, max=max(512, 4 * height // stride))
     w = stride * Dim("w_units", min=2, max=max(512, 4 * width // stride))
     return ({0: Dim("batch", min=1, max=4096), 2: h, 3: w},)
-
-
-def _plain_linear(layer: LinearKMaskedBias) -> nn.Linear:
-    linear = nn.Linear(layer.in_features, layer.out_features, bias=True,
-                       device=layer.weight.device, dtype=layer.weight.dtype)
-    with torch.no_grad():
-        linear.weight.copy_(layer.weight)
-        linear.bias.copy_(layer.effective_bias())
-    return linear
-
-
-def fold_masked_bias(model: nn.Module) -> nn.Module:
-    """Replaces every :class:`LinearKMaskedBias` (in place) by an ``nn.Linear`` with the masked bias folded in."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, LinearKMaskedBias) and child.bias is not None:
-            setattr(model, name, _plain_linear(child))
-        else:
-            fold_masked_bias(child)
-    return model
 
 
 @torch.no_grad()

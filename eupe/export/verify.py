@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._deps import require
+from ..utils.optional import require
 from .prepare import eager_reference
 
 # scikit-image's bundled photographs (real RGB scenes, no download needed).

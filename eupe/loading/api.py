@@ -49,7 +49,7 @@ def load(
     model.projector_tensors = report.extra_tensors if report else {}
     model = model.to(device=device, dtype=dtype).eval()
     if quantize == "int8":
-        from ..export.quantize import quantize_int8
+        from ..models.int8 import quantize_int8
 
         model = quantize_int8(model, inplace=True)
     return model

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import math
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..utils.optional import MissingDependencyError, require
+from ..utils.optional import package_dir as find_package_dir
 from .base import Teacher, TeacherOutput
 
 
@@ -19,29 +20,18 @@ class TeacherError(RuntimeError):
     """A teacher that cannot be built or whose outputs do not fit the teacher interface."""
 
 
-class MissingTeacherDependency(TeacherError, ImportError):
+class MissingTeacherDependency(TeacherError, MissingDependencyError):
     """An optional package that a teacher kind needs is not installed."""
 
 
 def import_optional(module: str, install: str, *, teacher: str) -> ModuleType:
     """Imports ``module`` or raises :class:`MissingTeacherDependency` saying what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingTeacherDependency(
-            f"Teacher {teacher!r} needs the Python package '{module}', which is not importable ({err}). "
-            f"Install it with: {install}"
-        ) from err
+    return require(module, f"Teacher {teacher!r}", install=install, error=MissingTeacherDependency)
 
 
 def package_dir(package: str, install: str, *, teacher: str) -> Path:
     """Folder of an installed package, found without importing it (its ``__init__`` may pull heavy deps)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingTeacherDependency(
-            f"Teacher {teacher!r} needs the package '{package}', which is not installed. Install it with: {install}"
-        )
-    return Path(spec.submodule_search_locations[0])
+    return find_package_dir(package, f"Teacher {teacher!r}", install=install, error=MissingTeacherDependency)
 
 
 def packaged_file(package: str, relative: str, install: str, *, teacher: str) -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..loading import load
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .base import Teacher, TeacherOutput
 from .common import TeacherError, finalise, tokens_to_grid
 from .spec import TeacherSpec

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..loading import load_into, read_state_dict
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .base import Teacher, TeacherOutput
 from .common import TeacherError, finalise, global_pool, resolve_callable, tokens_to_grid
 from .spec import TeacherSpec

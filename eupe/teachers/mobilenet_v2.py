@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .base import Teacher
 from .common import finalise, packaged_file
 from .feature_map import FeatureMapTeacher, load_network

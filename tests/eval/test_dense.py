@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from eupe.constants import IMAGENET_MEAN, IMAGENET_STD
 from eupe.eval.dense import (
     LinearProbeHead,
     OptimConfig,
@@ -24,7 +25,6 @@ from eupe.eval.dense import (
     train_head,
 )
 from eupe.models import ConvNeXt
-from eupe.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from tests.helpers import tiny_vit
 
 

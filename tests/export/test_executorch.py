@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from eupe.export import export_model
-from eupe.export._deps import available
+from eupe.utils.optional import available
 from tests.export.conftest import trained_like
 from tests.helpers import tiny_vit
 

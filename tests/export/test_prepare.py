@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from eupe.export import ExportError, export_ready
-from eupe.export.prepare import check_size, fold_layerscale, fold_masked_bias, input_stride, verification_sizes
+from eupe.export.prepare import check_size, fold_layerscale, input_stride, verification_sizes
 from eupe.layers import LayerScale, LinearKMaskedBias
 from eupe.models import ConvNeXt, create_model
+from eupe.models.int8 import fold_masked_bias
 from tests.helpers import tiny_vit
 
 

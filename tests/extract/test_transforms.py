@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from eupe.constants import IMAGENET_MEAN, IMAGENET_STD
 from eupe.extract.transforms import ResizeCenterCrop, make_eval_transform
-from eupe.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_resize_center_crop_matches_manual_pipeline():
