@@ -96,14 +96,12 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, payload: dict[st
 
 
 def student_state(full_model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``DistillStudent`` state -> export layout: backbone keys unprefixed, heads under ``projectors.``."""
+    """``DistillStudent`` state -> export layout: the backbone's keys, its heads under ``projectors.``."""
     out = {}
     for key, value in full_model_state.items():
         key = key.removeprefix("module.").removeprefix("_orig_mod.")
         if key.startswith("backbone."):
             out[key[len("backbone."):]] = value
-        elif key.startswith("heads."):
-            out["projectors." + key[len("heads."):]] = value
     return out
 
 
@@ -131,6 +129,7 @@ def load_student_init(model: nn.Module, path: str | Path) -> list[str]:
     sd = read_state_dict(path)
     backbone_sd = {k: v for k, v in sd.items() if not k.startswith("projectors.")}
     missing, unexpected = model.backbone.load_state_dict(backbone_sd, strict=False)
+    missing = [k for k in missing if not k.startswith("projectors.")]
     if missing:
         raise RuntimeError(f"student.init {path} lacks backbone weights {missing[:5]}; is it the same architecture?")
     heads = {k[len("projectors."):]: v for k, v in sd.items() if k.startswith("projectors.")}

@@ -36,9 +36,15 @@ class DistillStudent(nn.Module):
         for name, param in backbone.named_parameters():
             if name in UNUSED_PARAMETERS:  # never reaches the loss; frozen so DDP does not wait for its gradient
                 param.requires_grad_(False)
-        self.heads = Projectors(backbone.embed_dim, hidden_dim, teacher_dims)
+        # The heads live in the backbone's own projectors submodule, so the backbone's state dict is the export.
+        backbone.projectors = Projectors.build(backbone.embed_dim, hidden_dim, teacher_dims)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def heads(self) -> Projectors:
+        """The adapter heads being trained (``backbone.projectors``)."""
+        return self.backbone.projectors
 
     def forward(self, images: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         x = (images - self.mean) / self.std

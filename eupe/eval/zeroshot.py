@@ -2,7 +2,7 @@
 teacher's space and is compared (cosine: both sides L2-normalised) with class embeddings from that teacher's
 text tower; softmax over classes, top-1/top-5.
 
-The adapter head is the checkpoint's ``projectors.<teacher>.cls`` head (``model.projector_tensors``) or one from
+The adapter head is the checkpoint's ``projectors.<teacher>.cls`` head (``model.projectors``) or one from
 a head file in the same key layout (as distillation writes it). Class embeddings are a ``[C, D]`` array in a
 ``.npy`` or ``.safetensors`` file, one row per class.
 """
@@ -55,12 +55,17 @@ def read_class_names(path: str | Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def select_class_head(tensors: dict[str, Tensor], teacher: str | None, source: str) -> tuple[str, nn.Module]:
-    """The ``cls`` adapter head of ``teacher`` (default: the first) among ``projectors.*`` tensors."""
-    if not tensors:
-        raise ValueError(f"{source} carries no adapter heads (projectors.*); pass a head file with --head")
+def read_head_file(path: str | Path) -> Projectors:
+    """Adapter heads from a file in the checkpoints' key layout (``projectors.<teacher>.*`` or ``<teacher>.*``)."""
+    tensors = read_state_dict(path)
     prefix = "projectors." if any(k.startswith("projectors.") for k in tensors) else ""
-    projectors = Projectors.from_state_dict(tensors, prefix=prefix)
+    return Projectors.from_state_dict(tensors, prefix=prefix)
+
+
+def select_class_head(projectors: Projectors, teacher: str | None, source: str) -> tuple[str, nn.Module]:
+    """The ``cls`` adapter head of ``teacher`` (default: the first) among a model's or head file's projectors."""
+    if not len(projectors):
+        raise ValueError(f"{source} carries no adapter heads (projectors.*); pass a head file with --head")
     names = list(projectors.keys())
     name = teacher or names[0]
     if name not in projectors:
@@ -100,9 +105,9 @@ def run_zeroshot(config: ZeroShotRunConfig, output_dir: str | Path, *, backbone:
         raise ValueError("zero-shot needs --data (labelled images or a feature folder) and --class-embeddings")
     embeddings = load_class_embeddings(config.class_embeddings)
     if config.head:
-        teacher, head = select_class_head(read_state_dict(config.head), config.teacher, config.head)
+        teacher, head = select_class_head(read_head_file(config.head), config.teacher, config.head)
     else:
-        teacher, head = select_class_head(backbone.load().projector_tensors, config.teacher,
+        teacher, head = select_class_head(backbone.load().projectors, config.teacher,
                                           f"checkpoint of {backbone.model_id}")
     store = open_features(config.data, cache_dir=Path(output_dir) / "features" / "val", backbone=backbone,
                           config=config.extract)

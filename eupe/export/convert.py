@@ -33,9 +33,8 @@ def checkpoint_to_safetensors(source: str | Path, output: str | Path) -> Verific
 
 
 def model_to_safetensors(model: nn.Module, output: str | Path, *, model_name: str = "") -> VerificationReport:
-    """Writes a loaded model's weights plus its ``projector_tensors`` (the checkpoint's adapter heads)."""
+    """Writes a loaded model's weights, its adapter heads (``projectors.*``) included."""
     tensors = dict(model.state_dict())
-    tensors.update(getattr(model, "projector_tensors", None) or {})
     report = _save(tensors, output, {"eupe_model": model_name or type(model).__name__})
     report.raise_if_failed(f"safetensors file {output}")
     return report

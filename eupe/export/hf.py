@@ -152,7 +152,7 @@ def save_hf(model: nn.Module, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-    projectors = getattr(model, "projector_tensors", None) or {}
+    projectors = {f"projectors.{k}": v for k, v in model.projectors.state_dict().items()}
     if projectors:
         with atomic_path(directory / PROJECTORS_FILE) as tmp:
             save_file({k: v.contiguous() for k, v in projectors.items()}, str(tmp), metadata={"format": "pt"})
@@ -237,9 +237,7 @@ def load_hf(directory: str | Path) -> VisionTransformer:
     state_dict = from_hf_state_dict(load_file(str(weights_path)), cfg)
     if (directory / PROJECTORS_FILE).is_file():
         state_dict.update(load_file(str(directory / PROJECTORS_FILE)))
-    report = load_into(model, state_dict, model_name="dinov3_vit", source=str(directory))
-    model.load_report = report
-    model.projector_tensors = report.extra_tensors
+    load_into(model, state_dict, model_name="dinov3_vit", source=str(directory))
     return model.eval()
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import SelfAttentionBlock
-from ..models import ConvNeXt, VisionTransformer
+from ..models import ConvNeXt, Projectors, VisionTransformer
 from ..models.convnext import ConvNeXtBlock
 from ..models.int8 import fold_masked_bias
 
@@ -135,5 +135,7 @@ def export_ready(model: nn.Module, *, storage_tokens: bool = False) -> FeatureOu
     input_stride(model)  # rejects unsupported model types early
     if storage_tokens and not getattr(model, "n_storage_tokens", 0):
         raise ExportError(f"{type(model).__name__} has no storage tokens; drop --storage-tokens.")
-    model = fold_layerscale(fold_masked_bias(copy.deepcopy(model).eval().requires_grad_(False)))
+    model = copy.deepcopy(model).eval().requires_grad_(False)
+    model.projectors = Projectors()  # graphs compute features only; the heads are not part of them
+    model = fold_layerscale(fold_masked_bias(model))
     return FeatureOutputs(model, storage_tokens).eval()

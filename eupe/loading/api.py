@@ -26,8 +26,8 @@ def load(
 
     ``weights``: a local ``.pt``/``.pth``/``.safetensors`` file, a ``file://``/``https://`` URL or an
     ``hf://org/repo[/file]`` reference; ``None`` takes the released file (``hf://``) when ``pretrained`` is set,
-    and keeps random weights otherwise. The returned model carries ``load_report`` (a :class:`LoadReport`) and
-    ``projector_tensors`` (the checkpoint's ``projectors.*`` adapter weights, possibly empty).
+    and keeps random weights otherwise. Adapter heads in the checkpoint (``projectors.*``) land in
+    ``model.projectors``; :func:`load_weights` returns the :class:`LoadReport` of a load.
     ``quantize="int8"`` returns a CPU model whose Linear layers run as dynamically quantised int8 GEMMs.
     """
     if quantize not in (None, "int8"):
@@ -37,19 +37,22 @@ def load(
         weights = entry.pretrained.default_source if entry.pretrained else None
         if weights is None:
             raise ValueError(f"{name} has no released weights; pass weights=PATH or pretrained=False")
-    report: LoadReport | None = None
     state_dict = None
     if weights is not None:  # read the file first: a bad source fails before a large model is built
         default_file = entry.pretrained.filename if entry.pretrained else None
         state_dict = read_state_dict(resolve_weights(weights, default_filename=default_file))
     model = entry.build(**overrides)
     if state_dict is not None:
-        report = load_into(model, state_dict, model_name=name, source=os.fspath(weights))
-    model.load_report = report
-    model.projector_tensors = report.extra_tensors if report else {}
+        load_into(model, state_dict, model_name=name, source=os.fspath(weights))
     model = model.to(device=device, dtype=dtype).eval()
     if quantize == "int8":
         from ..models.int8 import quantize_int8
 
         model = quantize_int8(model, inplace=True)
     return model
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike, *, model_name: str | None = None) -> LoadReport:
+    """Loads ``weights`` (any source :func:`load` accepts) into an existing ``model``; returns what was loaded."""
+    state_dict = read_state_dict(resolve_weights(weights))
+    return load_into(model, state_dict, model_name=model_name or type(model).__name__, source=os.fspath(weights))

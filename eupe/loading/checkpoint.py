@@ -1,8 +1,8 @@
 """Read state dicts safely and load them into a model with a strict, explained key check.
 
 Nothing here executes pickled code: ``.safetensors`` files are read with safetensors and everything else with
-``torch.load(weights_only=True)``. Released EUPE checkpoints carry adapter heads under ``projectors.*``; they are
-not part of the backbone, so they are returned in the :class:`LoadReport` (and attached to the model) instead.
+``torch.load(weights_only=True)``. Checkpoints may carry adapter heads under ``projectors.*``; they are loaded
+into the backbone's ``projectors`` submodule (built from the tensors' shapes) under the same strict check.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-EXTRA_PREFIXES = ("projectors.",)
+PROJECTOR_PREFIX = "projectors."
 # Buffers that are pure functions of the architecture: recomputed when a checkpoint lacks them.
 DERIVED_SUFFIXES = (".bias_mask", "rope_embed.periods")
 CONTAINER_KEYS = ("state_dict", "model", "teacher", "student")
@@ -29,21 +29,21 @@ class CheckpointError(RuntimeError):
     """A weights file that cannot be read, or that does not fit the model."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadReport:
-    """What a load did: which tensors went into the model and which extras came along."""
+    """What a load did: how many tensors went into the model, which buffers were recomputed, which heads came."""
 
     model_name: str
     source: str
     loaded: int
-    derived_keys: list[str] = field(default_factory=list)
-    extra_tensors: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    derived_keys: tuple[str, ...] = ()
+    projector_teachers: tuple[str, ...] = ()  # teachers whose adapter heads the checkpoint carried
 
     def __str__(self) -> str:
-        extras = f", {len(self.extra_tensors)} extra tensors ({_summarise(list(self.extra_tensors))})" \
-            if self.extra_tensors else ""
-        derived = f", recomputed {self.derived_keys}" if self.derived_keys else ""
-        return f"loaded {self.loaded} tensors into {self.model_name} from {self.source}{extras}{derived}"
+        heads = f", adapter heads (projectors) for {', '.join(self.projector_teachers)}" \
+            if self.projector_teachers else ""
+        derived = f", recomputed {list(self.derived_keys)}" if self.derived_keys else ""
+        return f"loaded {self.loaded} tensors into {self.model_name} from {self.source}{heads}{derived}"
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -100,19 +100,20 @@ def _summarise(keys: list[str], limit: int = 5) -> str:
 def load_into(model: nn.Module, state_dict: dict[str, Tensor], *, model_name: str, source: str) -> LoadReport:
     """Loads ``state_dict`` into ``model`` after checking it fits exactly; raises :class:`CheckpointError` otherwise.
 
-    ``projectors.*`` tensors are set aside into the report, derived buffers may be absent, and everything else
-    must match the model's keys and shapes: there is never a silent partial load.
+    ``projectors.*`` tensors replace ``model.projectors`` with heads of their shapes; derived buffers may be
+    absent; everything else must match the model's keys and shapes: there is never a silent partial load.
     """
+    heads = {k: v for k, v in state_dict.items() if k.startswith(PROJECTOR_PREFIX)}
+    if heads:
+        _attach_projectors(model, heads, source)
     expected = model.state_dict()
-    extras = {k: v for k, v in state_dict.items() if k.startswith(EXTRA_PREFIXES)}
-    weights = {k: v for k, v in state_dict.items() if k not in extras}
-    missing = [k for k in expected if k not in weights]
+    missing = [k for k in expected if k not in state_dict]
     derived = [k for k in missing if k.endswith(DERIVED_SUFFIXES)]
     missing = [k for k in missing if k not in derived]
-    unexpected = [k for k in weights if k not in expected]
+    unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in weights.items()
+        for k, v in state_dict.items()
         if k in expected and v.shape != expected[k].shape
     ]
     if missing or unexpected or mismatched:
@@ -123,14 +124,32 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], *, model_name: st
             problems.append(f"{len(unexpected)} unexpected key(s): {_summarise(unexpected)}")
         if mismatched:
             problems.append(f"{len(mismatched)} shape mismatch(es): {_summarise(mismatched, 3)}")
-        hint = suggest_architecture(weights)
+        hint = suggest_architecture({k: v for k, v in state_dict.items() if k not in heads})
         advice = f" The file looks like '{hint}'; load it with that name." if hint and hint != model_name else \
             " The file is for a different architecture or is incomplete."
         raise CheckpointError(f"Cannot load {source} into {model_name}: " + "; ".join(problems) + "." + advice)
-    model.load_state_dict(weights, strict=False)
-    report = LoadReport(model_name, source, len(weights), derived, extras)
+    model.load_state_dict(state_dict, strict=False)
+    report = LoadReport(model_name, source, len(state_dict), tuple(derived),
+                        tuple(getattr(model, "projectors", {}).keys()) if heads else ())
     logger.info("%s", report)
     return report
+
+
+def _attach_projectors(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+    """Gives ``model`` a ``projectors`` submodule shaped like the checkpoint's heads (on the model's device)."""
+    from ..models import Projectors
+
+    if not isinstance(getattr(model, "projectors", None), Projectors):
+        raise CheckpointError(f"{source} carries adapter heads (projectors.*) but {type(model).__name__} has no "
+                              "projectors submodule to hold them; load it into an eupe backbone.")
+    try:
+        heads = Projectors.from_state_dict(tensors, prefix=PROJECTOR_PREFIX)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    reference = next(model.parameters(), None)
+    if reference is not None:
+        heads = heads.to(device=reference.device, dtype=reference.dtype)
+    model.projectors = heads
 
 
 def suggest_architecture(state_dict: dict[str, Tensor]) -> str | None:

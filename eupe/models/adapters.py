@@ -29,25 +29,29 @@ class AdapterHead(nn.Sequential):
 
 
 class Projectors(nn.ModuleDict):
-    """``{teacher: {"cls": AdapterHead, "patch": AdapterHead}}``.
+    """``{teacher: {"cls": AdapterHead, "patch": AdapterHead}}``; empty on a freshly built backbone.
 
-    ``teacher_dims`` gives each teacher's output width, or ``(summary_dim, patch_dim)`` when its summary vector and
-    patch features differ in width (e.g. a CNN's pooled vector and one of its stage maps).
+    Every backbone holds one as ``model.projectors``, so the heads move with ``.to()`` and are saved by
+    ``state_dict()`` under the checkpoints' ``projectors.<teacher>.<cls|patch>.*`` keys.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, teacher_dims: dict[str, int | tuple[int, int]]) -> None:
-        super().__init__()
+    @classmethod
+    def build(cls, in_dim: int, hidden_dim: int, teacher_dims: dict[str, int | tuple[int, int]]) -> Projectors:
+        """New heads from ``in_dim`` student features to each teacher's width.
+
+        ``teacher_dims`` gives each teacher's output width, or ``(summary_dim, patch_dim)`` when its summary vector
+        and patch features differ in width (e.g. a CNN's pooled vector and one of its stage maps).
+        """
+        heads = cls()
         for name, dims in teacher_dims.items():
             cls_dim, patch_dim = (dims, dims) if isinstance(dims, int) else dims
-            self[name] = nn.ModuleDict({"cls": AdapterHead(in_dim, hidden_dim, cls_dim),
-                                        "patch": AdapterHead(in_dim, hidden_dim, patch_dim)})
+            heads[name] = nn.ModuleDict({"cls": AdapterHead(in_dim, hidden_dim, cls_dim),
+                                         "patch": AdapterHead(in_dim, hidden_dim, patch_dim)})
+        return heads
 
     @classmethod
     def from_state_dict(cls, tensors: dict[str, Tensor], prefix: str = "projectors.") -> Projectors:
-        """Builds and loads heads from ``projectors.*`` tensors (e.g. a load report's ``extra_tensors``).
-
-        Every width is read from the tensors' shapes, per teacher and per token type.
-        """
+        """Builds and loads heads from ``projectors.*`` tensors; every width is read from the tensors' shapes."""
         groups: dict[str, dict[str, Tensor]] = defaultdict(dict)
         for key, value in tensors.items():
             if key.startswith(prefix):
@@ -55,7 +59,7 @@ class Projectors(nn.ModuleDict):
                 groups[teacher][rest] = value
         if not groups:
             raise ValueError(f"No '{prefix}*' tensors found; this checkpoint carries no adapter heads.")
-        heads = cls(0, 0, {})
+        heads = cls()
         try:
             for teacher, group in groups.items():
                 heads[teacher] = nn.ModuleDict({

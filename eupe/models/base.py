@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .adapters import Projectors
+
 FeatureDict = dict[str, Tensor | None]
 
 
@@ -20,6 +22,12 @@ class Backbone(nn.Module):
 
     grad_checkpointing: bool = False
     feature_stride: int  # input pixels per patch token of forward_features (ViT: patch size; ConvNeXt: 32)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Adapter heads into teachers' feature spaces (checkpoints' projectors.*); empty until a checkpoint or a
+        # distillation run fills them. Forward passes never use them.
+        self.projectors = Projectors()
 
     def _forward_features_single(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
         raise NotImplementedError

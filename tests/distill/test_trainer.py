@@ -84,7 +84,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_p
         d.run()
     assert [p.name for p in tmp_path.glob("ckpt-*.pt")] == ["ckpt-00000002.pt"]
     ckpt = torch.load(tmp_path / "ckpt-00000002.pt", weights_only=False)
-    assert torch.isfinite(ckpt["model"]["heads.ta.cls.0.weight"]).all()
+    assert torch.isfinite(ckpt["model"]["backbone.projectors.ta.cls.0.weight"]).all()
 
 
 def test_feature_cache_trains_without_rerunning_teachers(tmp_path, monkeypatch):

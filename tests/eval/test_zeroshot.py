@@ -17,13 +17,13 @@ from eupe.models import Projectors
 
 def projector_tensors(in_dim=192, seed=0):
     torch.manual_seed(seed)
-    heads = Projectors(in_dim, 16, {"pe": 8, "dino": 6})
+    heads = Projectors.build(in_dim, 16, {"pe": 8, "dino": 6})
     return {f"projectors.{k}": v for k, v in heads.state_dict().items()}
 
 
 def test_logits_are_cosines_of_projected_tokens():
     tensors = projector_tensors(in_dim=10)
-    name, head = select_class_head(tensors, None, "ckpt")
+    name, head = select_class_head(Projectors.from_state_dict(tensors), None, "ckpt")
     assert name == "pe"
     tokens, emb = torch.randn(5, 10), torch.randn(3, 8)
     logits = zero_shot_logits(tokens, head, emb)
@@ -38,13 +38,13 @@ def test_logits_are_cosines_of_projected_tokens():
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     e = emb.numpy() / np.linalg.norm(emb.numpy(), axis=1, keepdims=True)
     np.testing.assert_allclose(logits.numpy(), z @ e.T, atol=1e-5)
-    assert select_class_head(tensors, "dino", "ckpt")[0] == "dino"
+    assert select_class_head(Projectors.from_state_dict(tensors), "dino", "ckpt")[0] == "dino"
     with pytest.raises(ValueError, match="no adapter head for teacher 'clip'"):
-        select_class_head(tensors, "clip", "ckpt")
+        select_class_head(Projectors.from_state_dict(tensors), "clip", "ckpt")
     with pytest.raises(ValueError, match="carries no adapter heads"):
-        select_class_head({}, None, "ckpt")
+        select_class_head(Projectors(), None, "ckpt")
     with pytest.raises(ValueError, match="6-d"):
-        zero_shot_logits(tokens, select_class_head(tensors, "dino", "x")[1], emb)
+        zero_shot_logits(tokens, select_class_head(Projectors.from_state_dict(tensors), "dino", "x")[1], emb)
 
 
 def test_class_embedding_files(tmp_path):
@@ -89,7 +89,7 @@ def test_zeroshot_cli_with_checkpoint_heads_and_head_file(tmp_path, main, capsys
     results = json.loads((out / "results.json").read_text())
 
     store = FeatureStore(out / "features" / "val")
-    _, head = select_class_head(tensors, "pe", "t")
+    _, head = select_class_head(Projectors.from_state_dict(tensors), "pe", "t")
     pred = zero_shot_logits(store.load("cls"), head, emb).argmax(1)
     truth = torch.tensor([["cow", "ant", "bee"].index(store.class_names[i]) for i in store.labels])
     assert results["teacher"] == "pe" and results["num_classes"] == 3

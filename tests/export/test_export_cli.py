@@ -44,7 +44,7 @@ def test_export_checkpoint_with_projectors_keeps_them(tmp_path, capsys):
 
     model = eupe.create_model("eupe_vitt16")
     state = dict(model.state_dict())
-    state.update({f"projectors.{k}": v for k, v in Projectors(192, 16, {"t": 8}).state_dict().items()})
+    state.update({f"projectors.{k}": v for k, v in Projectors.build(192, 16, {"t": 8}).state_dict().items()})
     ckpt = tmp_path / "full.pt"
     torch.save(state, ckpt)
     out = tmp_path / "full.safetensors"

@@ -22,7 +22,8 @@ def vitt_state():
 
 
 def _projectors(dim: int = 192) -> dict[str, torch.Tensor]:
-    heads = eupe.models.Projectors(dim, 32, {"proxy": 48})
+    torch.manual_seed(0)
+    heads = eupe.models.Projectors.build(dim, 32, {"proxy": 48})
     return {f"projectors.{k}": v for k, v in heads.state_dict().items()}
 
 
@@ -39,13 +40,24 @@ def test_pt_file_with_projectors(tmp_path, vitt_state):
     path = tmp_path / "EUPE-ViT-T.pt"
     torch.save({**vitt_state, **_projectors()}, path)
     model = _load(path)
-    _same_weights(model, vitt_state)
+    _same_weights(model, {**vitt_state, **_projectors()})
     assert not model.training
-    assert set(model.projector_tensors) == set(_projectors())
-    assert "projectors" in str(model.load_report)
-    assert not any(k.startswith("projectors.") for k in model.state_dict())  # backbone layout stays exact
-    heads = eupe.models.Projectors.from_state_dict(model.projector_tensors)
-    assert heads["proxy"]["cls"].out_dim == 48
+    # the heads are a registered submodule, saved under exactly the checkpoint's keys and moved by .to()
+    assert {k for k in model.state_dict() if k.startswith("projectors.")} == set(_projectors())
+    assert model.projectors["proxy"]["cls"].out_dim == 48
+    assert model.to(torch.float64).projectors["proxy"]["cls"][0].weight.dtype == torch.float64
+    fresh = eupe.create_model("eupe_vitt16", depth=2)
+    report = eupe.load_weights(fresh, path, model_name="eupe_vitt16")
+    assert report.projector_teachers == ("proxy",) and "projectors" in str(report)
+    assert set(fresh.state_dict()) == set(model.state_dict())
+
+
+def test_projector_keys_are_checked_strictly(tmp_path, vitt_state):
+    path = tmp_path / "bad_heads.pt"
+    broken = {k: v for k, v in _projectors().items() if not k.startswith("projectors.proxy.patch.3")}
+    torch.save({**vitt_state, **broken}, path)
+    with pytest.raises(CheckpointError, match="projectors"):
+        _load(path)
 
 
 def test_safetensors_and_file_url(tmp_path, vitt_state):
@@ -64,8 +76,9 @@ def test_containers_and_prefixes_are_unwrapped(tmp_path, vitt_state):
 def test_derived_buffers_may_be_absent(tmp_path, vitt_state):
     path = tmp_path / "timm_like.pt"
     torch.save({k: v for k, v in vitt_state.items() if not k.endswith("bias_mask")}, path)
-    model = _load(path)
-    assert model.load_report.derived_keys == ["blocks.0.attn.qkv.bias_mask", "blocks.1.attn.qkv.bias_mask"]
+    model = eupe.create_model("eupe_vitt16", depth=2)
+    report = eupe.load_weights(model, path)
+    assert report.derived_keys == ("blocks.0.attn.qkv.bias_mask", "blocks.1.attn.qkv.bias_mask")
     assert model.blocks[0].attn.qkv.bias_mask[192:384].eq(0).all()
 
 
@@ -171,7 +184,7 @@ def test_hf_reference_uses_cache_when_offline(tmp_path, monkeypatch, vitt_state)
 
 def test_load_without_weights_or_release():
     model = eupe.load("eupe_vitt16", pretrained=False, depth=1)
-    assert model.load_report is None and model.projector_tensors == {}
+    assert len(model.projectors) == 0 and not any(k.startswith("projectors.") for k in model.state_dict())
     with pytest.raises(ValueError, match="no released weights"):
         eupe.load("vitl16")
 
