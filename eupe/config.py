@@ -9,6 +9,7 @@ types of scalar fields.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from pathlib import Path
@@ -118,6 +119,30 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     return cls(**kwargs)
+
+
+def shipped_configs(group: str) -> list[str]:
+    """Names of the configs the package ships in ``group`` (``eupe/configs/<group>/<name>.yaml``)."""
+    folder = importlib.resources.files("eupe") / "configs" / group
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")) \
+        if folder.is_dir() else []
+
+
+def resolve_config(group: str, name_or_path: str | Path) -> Path:
+    """A shipped config name of ``group`` (``stage2``) or a YAML path -> the file to read.
+
+    Shipped configs are package data (read through ``importlib.resources``), so they work from an installed wheel.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist")
+        return path
+    shipped = importlib.resources.files("eupe") / "configs" / group / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"No {group} config named {name_or_path!r}; shipped {group} configs: "
+                          f"{shipped_configs(group)}, or pass a .yaml path")
+    return Path(str(shipped))
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),

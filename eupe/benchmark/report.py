@@ -1,4 +1,4 @@
-"""Benchmark output: a Markdown table, a CSV file and a PNG bar chart of throughput (drawn with PIL)."""
+"""Benchmark output: a Markdown table, a CSV file and a PNG bar chart of throughput."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
-
-from ..utils.io import atomic_path, atomic_write_text
+from ..utils.io import atomic_write_text
+from ..viz.charts import grouped_bar_chart
 from .runner import BenchResult
 
 COLUMNS = ("model", "size", "batch", "backend", "median_ms", "p25_ms", "p75_ms", "images_per_s",
            "speedup_vs_eager", "peak_mem_mib", "gflops_per_image", "rounds", "error")
-PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974")
 
 
 def _speedup(result: BenchResult, results: Sequence[BenchResult]) -> float:
@@ -66,42 +64,18 @@ def write_csv(results: Sequence[BenchResult], path: str | Path) -> Path:
 
 
 def draw_chart(results: Sequence[BenchResult], path: str | Path, *, title: str = "EUPE throughput") -> Path:
-    """Grouped bars: one group per (model, size, batch), one bar per backend, height = images per second."""
+    """Grouped bars: one group per (model, size, batch), one bar per backend, height = images per second, with
+    the interquartile range of the timed rounds as the spread (needs matplotlib: the ``plot`` extra)."""
     timed = [r for r in results if r.times_ms]
     groups = list(dict.fromkeys((r.model, r.size, r.batch) for r in timed))
-    backends = list(dict.fromkeys(r.backend for r in timed))
     if not groups:
         raise ValueError("No backend produced timings; nothing to chart.")
-    value = {(r.model, r.size, r.batch, r.backend): r.images_per_s for r in timed}
-    top = max(value.values()) * 1.15
-    bar_w, gap, left, bottom, height = 26, 30, 70, 110, 360
-    width = left + len(groups) * (len(backends) * bar_w + gap) + 180
-    image = Image.new("RGB", (width, height + bottom + 40), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    y0 = 40 + height
-    draw.text((left, 10), f"{title} (images/s, higher is better)", fill="black", font=font)
-    draw.line((left, 40, left, y0), fill="black")
-    draw.line((left, y0, width - 170, y0), fill="black")
-    for i in range(5):
-        v = top * i / 4
-        y = y0 - height * i / 4
-        draw.line((left - 4, y, left, y), fill="black")
-        draw.text((5, y - 6), f"{v:.0f}", fill="black", font=font)
-    for g, key in enumerate(groups):
-        gx = left + gap // 2 + g * (len(backends) * bar_w + gap)
-        for b, backend in enumerate(backends):
-            v = value.get((*key, backend))
-            if v is None:
-                continue
-            x = gx + b * bar_w
-            draw.rectangle((x, y0 - height * v / top, x + bar_w - 4, y0), fill=PALETTE[b % len(PALETTE)])
-        label = f"{key[0]}\n{key[1]}px b{key[2]}"
-        draw.multiline_text((gx, y0 + 8), label, fill="black", font=font)
-    for b, backend in enumerate(backends):
-        ly = 50 + 18 * b
-        draw.rectangle((width - 160, ly, width - 148, ly + 12), fill=PALETTE[b % len(PALETTE)])
-        draw.text((width - 142, ly), backend, fill="black", font=font)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    return Path(path)
+    by_key = {(r.model, r.size, r.batch, r.backend): r for r in timed}
+    backends = list(dict.fromkeys(r.backend for r in timed))
+    series = {b: [by_key[(*g, b)].images_per_s if (*g, b) in by_key else None for g in groups] for b in backends}
+    # images/s at the 75th and 25th percentile of the time per batch
+    spreads = {b: [(1000.0 * g[2] / by_key[(*g, b)].spread_ms[1], 1000.0 * g[2] / by_key[(*g, b)].spread_ms[0])
+                   if (*g, b) in by_key else None for g in groups] for b in backends}
+    labels = [f"{model}\n{size} px, batch {batch}" for model, size, batch in groups]
+    return grouped_bar_chart(labels, series, path, title=f"{title} (higher is better; bars: IQR of rounds)",
+                             ylabel="images / s", spreads=spreads)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..benchmark import BACKENDS, BenchConfig, draw_chart, markdown_table, run_benchmark, write_csv
 from ..config import save_config
 from ..utils.io import atomic_write_text
+from ..utils.optional import available, install_hint
 from .common import add_config_args, resolve_config
 
 # flag -> config key; list flags take comma-separated values.
@@ -58,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "bench.md", table)
     write_csv(results, out / "bench.csv")
     save_config(cfg, out / "config.yaml")
-    if any(r.times_ms for r in results):
-        draw_chart(results, out / "bench.png")
-    print(f"wrote {out / 'bench.csv'}, {out / 'bench.md'} and {out / 'bench.png'}")
+    written = [out / "bench.csv", out / "bench.md"]
+    if any(r.times_ms for r in results) and available("matplotlib"):
+        written.append(draw_chart(results, out / "bench.png"))
+    elif any(r.times_ms for r in results):
+        print(f"bench.png not drawn: {install_hint('matplotlib')}")
+    print("wrote " + ", ".join(map(str, written)))
     return 0 if any(r.times_ms for r in results) else 1

@@ -1,16 +1,18 @@
-"""``eupe demo``: the three EUPE stages end to end on real offline CNN teachers and OpenClipart, then k-NN."""
+"""``eupe demo``: the three EUPE stages end to end on real offline CNN teachers and real images, then k-NN."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Sequence
+
+from ..config import shipped_configs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the CPU distillation demo (3 stages + k-NN table)",
                                    description=__doc__)
-    parser.add_argument("--config", default="demo", help="demo config name or YAML path (default: demo)")
+    parser.add_argument("--config", default="distill",
+                        help=f"a shipped demo config ({', '.join(shipped_configs('demo'))}) or a YAML path "
+                             "(default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value, e.g. --set stage1.train.iterations=50 --set output_dir=runs/d")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -18,20 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distill.config import resolve_config_path
+    from pathlib import Path
 
-    return run_demo_config(resolve_config_path(args.config), args.overrides, print_only=args.print_config)
-
-
-def run_demo_config(path: Path, overrides: Sequence[str], *, print_only: bool = False) -> int:
-    """Loads a demo config, runs it and prints the k-NN table (shared by ``eupe demo`` and ``eupe distill``)."""
     import yaml
 
     from ..config import to_dict
-    from ..distill.demo import format_table, load_demo_config, run_demo
+    from ..demo.distill import format_table, load_demo_config, run_demo
 
-    cfg = load_demo_config(path, overrides)
-    if print_only:
+    cfg = load_demo_config(args.config, args.overrides)
+    if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     report = run_demo(cfg)

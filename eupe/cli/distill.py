@@ -1,31 +1,26 @@
-"""``eupe distill``: run one EUPE distillation stage (or the demo pipeline) from a config in configs/distill."""
+"""``eupe distill``: run one EUPE distillation stage from a shipped config (stage1, stage2, stage3) or a YAML file."""
 
 from __future__ import annotations
 
 import argparse
+
+from ..config import shipped_configs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "distill", help="distil teachers into a student (stage 1, 2 or 3)", description=__doc__,
         epilog="Under torchrun the run is distributed (DDP for students, FSDP2 for the proxy). A rerun with the "
-               "same output.dir resumes from its newest checkpoint. --config demo runs the CPU demo (eupe demo).")
+               "same output.dir resumes from its newest checkpoint. The CPU demo of all three stages is `eupe demo`.")
     parser.add_argument("--config", required=True,
-                        help="a config name from configs/distill (stage1, stage2, stage3, demo) or a YAML path")
+                        help=f"a shipped config ({', '.join(shipped_configs('distill'))}) or a YAML path")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
+                        help="override a config value, e.g. --set train.lr=1e-4 --set output.dir=runs/s2 (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distill.config import resolve_config_path
-
-    path = resolve_config_path(args.config)
-    if path.stem.startswith("demo"):
-        from .demo import run_demo_config
-
-        return run_demo_config(path, args.overrides, print_only=args.print_config)
     import yaml
 
     from ..config import to_dict
@@ -33,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distill.distributed import shutdown_distributed
     from ..distill.trainer import distill
 
-    cfg = load_distill_config(path, args.overrides)
+    cfg = load_distill_config(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0

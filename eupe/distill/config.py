@@ -1,6 +1,7 @@
-"""The distillation run's settings: one dataclass tree for all three stages, filled from configs/distill/*.yaml.
+"""The distillation run's settings: one dataclass tree for all three stages, filled from eupe/configs/distill/*.yaml.
 
-``load_distill_config("stage2", ["train.lr=1e-4"])`` takes a shipped config name (``configs/distill/<name>.yaml``)
+``load_distill_config("stage2", ["train.lr=1e-4"])`` takes a shipped config name (package data,
+``eupe/configs/distill/<name>.yaml``)
 or a path, applies ``key.sub=value`` overrides and rejects unknown keys (:func:`eupe.config.load_config`).
 """
 
@@ -10,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, resolve_config
 from ..data.augment import AugmentConfig
 from ..teachers import TeacherSpec
 from .loss import LossConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "distill"
+CONFIG_GROUP = "distill"  # eupe/configs/distill/*.yaml
 
 
 @dataclass
@@ -94,22 +95,10 @@ class DistillConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A shipped config name (``stage2``) -> ``configs/distill/stage2.yaml``; anything else is a path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist")
-        return path
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"No config named {name_or_path!r}; shipped configs: {names}, or pass a .yaml path")
-    return shipped
-
-
 def load_distill_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> DistillConfig:
-    cfg = load_config(DistillConfig, resolve_config_path(name_or_path) if name_or_path else None, overrides)
+    """The named shipped config (``stage1``/``stage2``/``stage3``) or a YAML file, with ``key=value`` overrides."""
+    path = resolve_config(CONFIG_GROUP, name_or_path) if name_or_path else None
+    cfg = load_config(DistillConfig, path, overrides)
     validate(cfg)
     return cfg
 

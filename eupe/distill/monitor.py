@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..viz.charts import line_chart
+
 logger = logging.getLogger(__name__)
 _warned_tensorboard = False
 
@@ -73,29 +75,8 @@ def _summary_writer(folder: Path):
 
 
 def plot_losses(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """PNG of every ``loss/<teacher>/<cls|patch>`` curve and the total; matplotlib if present, else PIL."""
-    path = Path(path)
+    """PNG of every ``loss/<teacher>/<cls|patch>`` curve and the total (needs matplotlib: the ``plot`` extra)."""
     series = {k: [(r["step"], r[k]) for r in rows if k in r] for k in sorted({k for r in rows for k in r})
               if k.startswith("loss")}
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from .plot import draw_curves
-
-        draw_curves(series, path, title="distillation losses")
-        return path
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return line_chart(series, path, title="Distillation losses per teacher and token type", xlabel="step",
+                      ylabel="loss (log scale)")

@@ -31,6 +31,7 @@ from ..models import create_model
 from ..teachers import Teacher, TeacherOutput, build_teachers
 from ..teachers.common import check_output
 from ..utils.io import atomic_write_json
+from ..utils.optional import available, install_hint
 from .cache import CachedViews, FeatureCache
 from .checkpoint import (
     export_student,
@@ -304,7 +305,10 @@ class Distiller:
         if self.env.is_main:
             result.export_path, result.norms_path = export_student(
                 self.out / self.cfg.output.export_name, model_sd, self.normalizer.export())
-            plot_losses(read_metrics(self.out / "metrics.jsonl"), self.out / "losses.png")
+            if available("matplotlib"):
+                plot_losses(read_metrics(self.out / "metrics.jsonl"), self.out / "losses.png")
+            else:
+                logger.info("losses.png not drawn: %s", install_hint("matplotlib"))
             atomic_write_json(self.out / "summary.json", {
                 "steps": self.step, "final_loss": result.final_loss, "skipped_images": result.skipped_images,
                 "skipped_examples": self.stream.state.skipped_reasons[:100],

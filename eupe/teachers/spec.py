@@ -10,8 +10,8 @@ from typing import Any
 class TeacherSpec:
     """What to build and how to read its outputs; fields a kind does not use must stay at their defaults.
 
-    kind: one of ``eupe.teachers.KINDS`` (eupe, timm, open_clip, hf, torch_cnn, efficientnet_lite2,
-        mobilenet_v2, hed).
+    kind: a registered kind (``eupe.teachers.teacher_kinds()``: eupe, timm, open_clip, hf, torch_cnn, and any
+        added with ``register_teacher``).
     name: key of this teacher in losses, projectors and logs (default: ``model`` or ``kind``).
     model: ``eupe``: registered model name (``eupe_proxy_vitg16``, ``vith16plus``...); ``timm``: timm model name;
         ``open_clip``: architecture; ``hf``: hub id or local folder; ``torch_cnn``: ``package.module:factory``.

@@ -45,9 +45,9 @@ def test_missing_dependency_says_what_to_install():
 
 
 def test_resolve_callable():
-    from eupe.teachers.mobilenet_v2 import MobileNetV2
+    from eupe.demo.teachers.mobilenet_v2 import MobileNetV2
 
-    assert resolve_callable("eupe.teachers.mobilenet_v2:MobileNetV2", teacher="t") is MobileNetV2
-    for bad in ("eupe.teachers.mobilenet_v2", "no_such_mod:x", "eupe.teachers.mobilenet_v2:Nope"):
+    assert resolve_callable("eupe.demo.teachers.mobilenet_v2:MobileNetV2", teacher="t") is MobileNetV2
+    for bad in ("eupe.demo.teachers.mobilenet_v2", "no_such_mod:x", "eupe.demo.teachers.mobilenet_v2:Nope"):
         with pytest.raises(TeacherError, match="'t'"):
             resolve_callable(bad, teacher="t")

@@ -7,7 +7,10 @@ import torch
 
 import eupe
 from eupe.config import ConfigError, load_config
-from eupe.teachers import KINDS, TeacherError, TeacherSpec, build_teacher, build_teachers
+import eupe.demo.teachers  # noqa: F401  (registers the demo's kinds, used by some specs below)
+from eupe.teachers import (TeacherError, TeacherSpec, build_teacher, build_teachers, finalise, register_teacher,
+                           teacher_kinds)
+from eupe.teachers.feature_map import FeatureMapTeacher
 
 
 def test_spec_loads_from_yaml_with_overrides(tmp_path):
@@ -21,9 +24,31 @@ def test_spec_loads_from_yaml_with_overrides(tmp_path):
 
 
 def test_unknown_kind_lists_valid_ones():
-    with pytest.raises(TeacherError, match="valid kinds.*efficientnet_lite2"):
+    with pytest.raises(TeacherError, match="valid kinds.*torch_cnn.*register_teacher"):
         build_teacher(TeacherSpec(kind="resnet"))
-    assert {"eupe", "timm", "open_clip", "hf", "torch_cnn", "mobilenet_v2", "hed"} <= set(KINDS)
+    assert {"eupe", "timm", "open_clip", "hf", "torch_cnn", "mobilenet_v2", "hed"} <= set(teacher_kinds())
+
+
+def test_register_teacher_adds_a_kind_that_specs_and_configs_build():
+    def build_tiny(spec):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 4, stride=4))
+        return finalise(FeatureMapTeacher(spec.display_name, net, input_size=spec.input_size or 16,
+                                          patch_layer=spec.patch_layer))
+
+    register_teacher("tiny_test_cnn", build_tiny, fields={"patch_layer"})
+    try:
+        teacher = build_teacher(TeacherSpec(kind="tiny_test_cnn", name="t", input_size=32))
+        assert (teacher.summary_dim, teacher.patch_dim) == (5, 5)
+        with pytest.raises(TeacherError, match="does not use \\['model'\\]"):
+            build_teacher(TeacherSpec(kind="tiny_test_cnn", model="x"))
+        with pytest.raises(ValueError, match="already registered"):
+            register_teacher("tiny_test_cnn", build_tiny)
+        with pytest.raises(ValueError, match="not TeacherSpec fields"):
+            register_teacher("other_cnn", build_tiny, fields={"layers"})
+    finally:
+        from eupe.teachers import factory
+
+        factory._KINDS.pop("tiny_test_cnn")
 
 
 def test_build_teachers_keys_by_name_and_rejects_duplicates(tmp_path):

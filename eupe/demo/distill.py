@@ -1,12 +1,14 @@
-"""The end-to-end CPU demo: all three EUPE stages on real (small) teachers and real images, then k-NN.
+"""The end-to-end CPU demo (``eupe demo``): all three EUPE stages on real (small) teachers and real images, then k-NN.
 
 Teachers: EfficientNet-Lite2 and MobileNetV2 (ImageNet classifiers, global teachers) and HED's VGG16 trunk
-(edge detector, dense teacher). They stand in for the paper's PE-core-G, PE-lang-G and DINOv3-H+ because no ViT
-teacher weights are installable offline; configs/distill/stage1.yaml shows the real teachers for GPU runs.
+(edge detector, dense teacher), registered by :mod:`eupe.demo.teachers`. They stand in for the paper's PE-core-G,
+PE-lang-G and DINOv3-H+ because no ViT teacher weights are installable offline; the shipped ``stage1`` distillation
+config shows the real teachers for GPU runs.
 
-Data: OpenClipart (Debian ``openclipart-png``), one class per top-level folder. The folders with at least
-``min_class_images`` images are split, disjointly, into distillation classes (label-free training images) and
-held-out classes (k-NN evaluation only), alternating by size so both sides mix large and small classes.
+Data: the config's ``images`` folder (the shipped config: OpenClipart), one class per top-level folder. The
+folders with at least ``min_class_images`` images are split, disjointly, into distillation classes (label-free
+training images) and held-out classes (k-NN evaluation only), alternating by size so both sides mix large and
+small classes.
 
 Pipeline: stage 1 distils the three teachers into a small proxy ViT (teacher features precomputed once with the
 feature cache); stage 2 distils the frozen proxy into ``eupe_vitt16`` at a fixed small resolution; stage 3
@@ -33,26 +35,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import load_config, to_dict
+from ..config import load_config, resolve_config, to_dict
 from ..data.augment import Augment
 from ..data.images import ImageDecodeError, ImageRecord, list_images, load_image
 from ..data.transforms import normalize_imagenet
+from ..distill.config import DistillConfig, validate
+from ..distill.data import DataError, InMemoryImages
+from ..distill.trainer import Distiller, RunResult
 from ..eval.knn import KnnConfig, knn_classify
 from ..loading import load
 from ..models import create_model
 from ..teachers import Teacher, TeacherSpec, build_teachers
 from ..utils.io import atomic_write_json
-from .config import DistillConfig, validate
-from .data import DataError, InMemoryImages
-from .plot import draw_bars
-from .trainer import Distiller, RunResult
+from ..utils.optional import available, install_hint
+from ..viz.charts import bar_chart
+from . import teachers as _stand_in_teachers  # noqa: F401  (registers the demo's teacher kinds)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DemoConfig:
-    images: str = "/usr/share/openclipart/png"  # where Debian's openclipart-png installs its PNGs
+    images: str = ""  # a folder with one subfolder of images per class
+    images_install: str = ""  # how to get ``images`` when it is missing (shown in the error)
     min_class_images: int = 15
     eval_classes: int = 10  # held-out classes, never seen in distillation
     distill_images: int = 1000
@@ -85,8 +90,12 @@ class DemoData:
     skipped: int
 
 
-def load_demo_config(path: str | Path, overrides: Sequence[str] = ()) -> DemoConfig:
+def load_demo_config(name_or_path: str | Path = "distill", overrides: Sequence[str] = ()) -> DemoConfig:
+    """A shipped demo config (``eupe/configs/demo/<name>.yaml``) or a YAML file, with ``key=value`` overrides."""
+    path = resolve_config("demo", name_or_path)
     cfg = load_config(DemoConfig, path, overrides)
+    if not cfg.images:
+        raise ValueError(f"{path}: set images=FOLDER (one subfolder of images per class)")
     for stage in (cfg.stage1, cfg.stage2, cfg.stage3):
         validate(stage)
     if not cfg.teachers:
@@ -105,9 +114,9 @@ def split_classes(records: Sequence[ImageRecord], cfg: DemoConfig) -> tuple[list
             counts[r.class_name] = counts.get(r.class_name, 0) + 1
     eligible = sorted((c for c, n in counts.items() if n >= cfg.min_class_images), key=lambda c: (-counts[c], c))
     if len(eligible) < cfg.eval_classes + 2:
+        hint = f" ({cfg.images_install})" if cfg.images_install else ""
         raise DataError(f"{cfg.images} has {len(eligible)} folders with >= {cfg.min_class_images} images; the "
-                        f"demo needs {cfg.eval_classes + 2} (apt-get install -y --no-install-recommends "
-                        f"openclipart-png)")
+                        f"demo needs {cfg.eval_classes + 2}{hint}")
     held = eligible[1::2][: cfg.eval_classes]
     return [c for c in eligible if c not in held], held
 
@@ -132,8 +141,9 @@ def _decode(record: ImageRecord, size: int) -> Tensor | None:
 def prepare_data(cfg: DemoConfig) -> DemoData:
     """Lists, splits, samples and decodes (once, in threads) the distillation and evaluation images."""
     if not Path(cfg.images).is_dir():
-        raise FileNotFoundError(f"Demo images {cfg.images} not found: apt-get install -y --no-install-recommends "
-                                f"openclipart-png (or set images=FOLDER with one subfolder per class)")
+        hint = f"{cfg.images_install}, or " if cfg.images_install else ""
+        raise FileNotFoundError(f"Demo images {cfg.images} not found: {hint}set images=FOLDER with one subfolder "
+                                "per class")
     records, _ = list_images(cfg.images)
     distill_classes, held = split_classes(records, cfg)
     by_class: dict[str, list[ImageRecord]] = {}
@@ -261,8 +271,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                                           "student_norms": str(r3.norms_path)},
               "config": to_dict(cfg)}
     atomic_write_json(out / "results.json", report)
-    draw_bars(results, out / "knn.png", title=f"k-NN top-1 (%) on {len(data.eval_class_names)} held-out "
-                                              f"OpenClipart classes (k={cfg.knn_k}, cosine, majority)", y_max=100)
+    if available("matplotlib"):
+        bar_chart(results, out / "knn.png", xlabel="k-NN top-1 (%)", x_max=100,
+                  title=f"k-NN top-1 on {len(data.eval_class_names)} held-out classes of {Path(cfg.images).name} "
+                        f"(k={cfg.knn_k}, cosine, majority vote)")
+    else:
+        logger.info("knn.png not drawn: %s", install_hint("matplotlib"))
     return report
 
 

