@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import load_config, parse_overrides
 from ..loading import load
+from ..utils.device import AMP_CHOICES, autocast, resolve_device
 
 T = TypeVar("T")
 
@@ -27,8 +28,8 @@ def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "
         "'random' for an untrained model (default: the released weights)",
     )
     group.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    group.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
-                       help="bf16 autocast: auto = on CUDA only")
+    group.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                       help="bf16 autocast: auto = on CUDA only (default: %(default)s)")
     group.add_argument("--quantize", choices=("int8",), default=None,
                        help="dynamic int8 quantisation of the Linear layers (CPU)")
     # Architecture overrides (e.g. depth=1): for tests and custom shapes, not part of the documented interface.
@@ -51,10 +52,6 @@ def resolve_config(cls: type[T], args: argparse.Namespace, overrides: list[str])
     return load_config(cls, args.config, [*overrides, *args.set])
 
 
-def resolve_device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def backbone_from_args(args: argparse.Namespace) -> nn.Module:
     """The frozen, eval-mode backbone of ``--model`` / ``--weights`` / ``--device`` (and hidden ``--arch``)."""
     random_init = args.weights == "random"
@@ -75,6 +72,5 @@ def model_id(args: argparse.Namespace) -> str:
 
 
 def autocast_for(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast as chosen by ``--amp`` (``auto``: on CUDA only)."""
-    enabled = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast as chosen by ``--amp`` (:func:`eupe.utils.device.autocast`)."""
+    return autocast(args.amp, device)

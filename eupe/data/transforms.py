@@ -20,6 +20,15 @@ def to_unit_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tens
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
 
 
+def resize_short_side(image: Image.Image, short: int, *, resample: int = Image.BICUBIC,
+                      multiple: int = 1) -> Image.Image:
+    """Resizes ``image`` so its shorter side is ``short`` pixels, keeping the aspect ratio; with ``multiple``, both
+    sides are rounded to multiples of it (a ViT's patch size, so every pixel is covered by a token)."""
+    scale = short / min(image.size)
+    size = tuple(max(multiple, round(side * scale / multiple) * multiple) for side in image.size)
+    return image.resize(size, resample)
+
+
 def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
     """``(x - mean) / std`` with the ImageNet constants, for ``[..., 3, H, W]`` tensors in [0, 1]."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)

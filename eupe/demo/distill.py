@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..config import load_config, resolve_config, to_dict
 from ..data.augment import Augment
 from ..data.images import ImageDecodeError, ImageRecord, list_images, load_image
-from ..data.transforms import normalize_imagenet
+from ..data.transforms import normalize_imagenet, resize_short_side
 from ..distill.config import DistillConfig, validate
 from ..distill.data import DataError, InMemoryImages
 from ..distill.trainer import Distiller, RunResult
@@ -132,9 +132,7 @@ def _decode(record: ImageRecord, size: int) -> Tensor | None:
     except ImageDecodeError as err:
         logger.warning("demo: skipping %s", err)
         return None
-    scale = size / min(image.size)
-    image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                         resample=3)  # bicubic
+    image = resize_short_side(image, size)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
 
 

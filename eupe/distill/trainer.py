@@ -30,8 +30,10 @@ from ..config import save_config, to_dict
 from ..models import create_model
 from ..teachers import Teacher, TeacherOutput, build_teachers
 from ..teachers.common import check_output
+from ..utils.device import autocast
 from ..utils.io import atomic_write_json
 from ..utils.optional import available, install_hint
+from ..utils.schedule import scaled_lr, set_lr, warmup_cosine
 from .cache import CachedViews, FeatureCache
 from .checkpoint import (
     export_student,
@@ -49,7 +51,6 @@ from .distributed import DistEnv, all_reduce_mean, init_distributed, wrap_model
 from .loss import distillation_loss
 from .monitor import MetricsLogger, plot_losses, read_metrics
 from .normalization import TeacherNormalizer
-from .schedule import lr_at, scaled_lr, set_lr
 from .student import DistillStudent
 
 logger = logging.getLogger(__name__)
@@ -176,9 +177,7 @@ class Distiller:
         return out
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        amp, dev = self.cfg.train.amp, self.env.device.type
-        enabled = amp == "bf16" or (amp == "auto" and dev == "cuda")
-        return torch.autocast(dev, dtype=torch.bfloat16, enabled=enabled)
+        return autocast(self.cfg.train.amp, self.env.device)
 
     def measure_normalization(self) -> None:
         """Per-coordinate teacher statistics over ``train.norm_iterations`` batches, then frozen (paper sec. 4)."""
@@ -221,7 +220,7 @@ class Distiller:
 
     def train_step(self, step: int) -> dict[str, float]:
         t = self.cfg.train
-        lr = lr_at(step, t.iterations, self.peak_lr, t.warmup_iterations, t.min_lr_ratio)
+        lr = warmup_cosine(step, t.iterations, self.peak_lr, t.warmup_iterations, end=self.peak_lr * t.min_lr_ratio)
         set_lr(self.optimizer, lr)
         batch = self.stream.next_batch(step)
         s_scale, t_scale = self.scales(step)

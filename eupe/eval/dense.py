@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..data.images import load_image
 from ..data.transforms import normalize_imagenet, to_unit_tensor
 from ..utils.io import atomic_torch_save
+from ..utils.schedule import set_lr, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -186,38 +187,22 @@ class WarmupOneCycle:
         if total_iters <= 0:
             raise ValueError(f"total iterations must be positive, got {total_iters}")
         self.cfg, self.total = cfg, total_iters
-        self.warmup = min(cfg.warmup_iters, total_iters)
-
-    def _phase(self, step: int) -> tuple[bool, float]:
-        if step < self.warmup:
-            return True, step / self.warmup
-        rest = max(self.total - self.warmup, 1)
-        return False, min((step - self.warmup) / rest, 1.0)
 
     def lr(self, step: int) -> float:
-        peak, cfg = self.cfg.lr, self.cfg
-        warming, pct = self._phase(step)
-        if warming:
-            start = peak * cfg.warmup_ratio
-            return start + (peak - start) * pct
-        end = peak / cfg.final_div_factor
-        return end + (peak - end) * (1 + math.cos(math.pi * pct)) / 2
+        cfg = self.cfg
+        return warmup_cosine(step, self.total, cfg.lr, cfg.warmup_iters, warmup_start=cfg.lr * cfg.warmup_ratio,
+                             end=cfg.lr / cfg.final_div_factor)
 
     def beta1(self, step: int) -> float | None:
+        """One-cycle momentum: max -> base during warm-up, base -> max after (the mirror image of the LR)."""
         if self.cfg.momentum is None:
             return None
         base, top = self.cfg.momentum
-        warming, pct = self._phase(step)
-        if warming:
-            return top + (base - top) * pct
-        return top + (base - top) * (1 + math.cos(math.pi * pct)) / 2
+        return warmup_cosine(step, self.total, base, self.cfg.warmup_iters, warmup_start=top, end=top)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        lr, beta1 = self.lr(step), self.beta1(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-            if beta1 is not None:
-                group["betas"] = (beta1, group["betas"][1])
+        lr = self.lr(step)
+        set_lr(optimizer, lr, self.beta1(step))
         return lr
 
 

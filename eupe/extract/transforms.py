@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from ..data.transforms import EvalTransform
+from ..data.transforms import EvalTransform, resize_short_side
 
 #: The reference kNN resizes the short side to 256 for a 224 crop; other resolutions keep that ratio.
 CROP_RATIO = 224 / 256
@@ -25,12 +25,9 @@ class ResizeCenterCrop:
         self.to_tensor = EvalTransform(crop_size)  # a no-op resize at this size: only converts and normalises
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        w, h = image.size
-        scale = self.resize_size / min(w, h)
-        size = (max(self.resize_size, round(w * scale)), max(self.resize_size, round(h * scale)))
-        image = image.resize(size, Image.BICUBIC)
-        left = (size[0] - self.crop_size) // 2
-        top = (size[1] - self.crop_size) // 2
+        image = resize_short_side(image, self.resize_size)
+        left = (image.width - self.crop_size) // 2
+        top = (image.height - self.crop_size) // 2
         image = image.crop((left, top, left + self.crop_size, top + self.crop_size))
         return self.to_tensor(image)
 

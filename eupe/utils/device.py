@@ -1,8 +1,12 @@
-"""What the hardware does fast."""
+"""Device and precision choices, made in one place for every command and trainer."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+AMP_CHOICES = ("auto", "bf16", "fp32")
 
 
 def fast_bf16(device: torch.device | str) -> bool:
@@ -15,3 +19,32 @@ def fast_bf16(device: torch.device | str) -> bool:
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so looked up defensively
         return bool(amx and amx() and torch.backends.mkldnn.is_available())
     return False
+
+
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
+    """``name`` as a device (``None``: CUDA when available, else CPU); a CUDA request without CUDA is an error."""
+    if name is None or name == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, ...): {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for but this machine has no usable CUDA device; use --device cpu")
+    return device
+
+
+def bf16_enabled(amp: str, device: torch.device | str) -> bool:
+    """Whether a run with precision ``amp`` uses bf16 autocast on ``device``.
+
+    ``auto``: bf16 on CUDA only (CPU runs stay in fp32); ``bf16``: always; ``fp32``: never.
+    """
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"precision {amp!r} is not one of {list(AMP_CHOICES)}")
+    return amp == "bf16" or (amp == "auto" and torch.device(device).type == "cuda")
+
+
+def autocast(amp: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The bf16 autocast context of :func:`bf16_enabled` (a disabled autocast when it answers no)."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_enabled(amp, device))

@@ -1,7 +1,7 @@
 """Pictures of what a backbone sees: PCA of patch features, k-NN retrieval grids, dense-head prediction overlays."""
 
 from .colors import class_palette, colorize_depth, colormap
-from .images import resize_to_stride, save_png, side_by_side
+from .images import save_png, side_by_side
 from .overlay import depth_pictures, segmentation_overlay, segmentation_pictures
 from .pca import fit_pca, foreground_masks, pca_pictures, pca_rgb
 from .retrieval import class_token_features, nearest_neighbours, retrieval_grid, retrieval_picture
@@ -17,7 +17,6 @@ __all__ = [
     "nearest_neighbours",
     "pca_pictures",
     "pca_rgb",
-    "resize_to_stride",
     "retrieval_grid",
     "retrieval_picture",
     "save_png",

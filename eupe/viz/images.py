@@ -12,14 +12,6 @@ from ..eval.dense import image_to_tensor
 from ..utils.io import atomic_path
 
 
-def resize_to_stride(image: Image.Image, short_side: int, stride: int) -> Image.Image:
-    """Resizes so the shorter side is about ``short_side`` and both sides are multiples of ``stride`` (so every
-    pixel is covered by a token), keeping the aspect ratio as closely as that allows."""
-    scale = short_side / min(image.size)
-    size = tuple(max(stride, round(s * scale / stride) * stride) for s in image.size)
-    return image.resize(size, Image.BICUBIC)
-
-
 def to_batch(images: list[Image.Image], device: torch.device | str = "cpu") -> torch.Tensor:
     """Same-size RGB images -> a normalised ``[B, 3, H, W]`` batch."""
     return torch.stack([image_to_tensor(image) for image in images]).to(device)

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..data.transforms import resize_short_side
 from ..eval.depth import load_depth_head, predict_depth
 from ..eval.segmentation import load_segmentation_head, predict_segmentation
 from ..eval.segmentation.protocol import SegEvalConfig
-from ..eval.segmentation.transforms import resize_short_side
 from .colors import class_palette, colorize_depth
 from .images import side_by_side, to_batch
 
@@ -41,7 +41,7 @@ def segmentation_pictures(
     palette = class_palette(meta["num_classes"])
     pictures = []
     for image in images:
-        resized = resize_short_side(image, size or eval_cfg.img_size)
+        resized = resize_short_side(image, size or eval_cfg.img_size, resample=Image.BILINEAR)
         with torch.inference_mode():
             logits = predict_segmentation(backbone, head, to_batch([resized], device), eval_cfg, autocast)
         classes = logits.argmax(1)[0].cpu().numpy()
@@ -58,7 +58,7 @@ def depth_pictures(
     head = head.to(device)
     pictures = []
     for image in images:
-        resized = resize_short_side(image, size)
+        resized = resize_short_side(image, size, resample=Image.BILINEAR)
         with torch.inference_mode():
             depth = predict_depth(backbone, head, to_batch([resized], device), flip_tta=True, autocast=autocast)
         pictures.append(side_by_side(resized, colorize_depth(depth[0, 0].cpu().numpy())))

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..data.transforms import resize_short_side
 from ..eval.dense import extract_patch_features, feature_stride
-from .images import resize_to_stride, side_by_side, to_batch
+from .images import side_by_side, to_batch
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def pca_pictures(
 ) -> list[Image.Image]:
     """For each image: the (resized) image beside its PCA picture, upsampled to the image size (nearest)."""
     stride = feature_stride(backbone)
-    resized = [resize_to_stride(image, size, stride) for image in images]
+    resized = [resize_short_side(image, size, multiple=stride) for image in images]
     maps = [extract_patch_features(backbone, to_batch([image], device), autocast)[0].cpu() for image in resized]
     pictures = pca_rgb(maps, foreground_threshold)
     return [side_by_side(image, Image.fromarray(p).resize(image.size, Image.NEAREST))

@@ -35,3 +35,16 @@ def test_tensor_input_close_to_pil_path():
     transform = eupe.make_transform(64)
     diff = (transform(tensor) - transform(image)).abs().mean()
     assert diff < 0.05
+
+
+def test_resize_short_side_keeps_aspect_and_rounds_to_a_multiple():
+    from PIL import Image
+
+    from eupe.data.transforms import resize_short_side
+
+    image = Image.new("RGB", (300, 200))
+    assert resize_short_side(image, 100).size == (150, 100)
+    assert resize_short_side(image.transpose(Image.Transpose.ROTATE_90), 100).size == (100, 150)
+    # patch 16: 224 x 336 (21 x 14 tokens); the short side rounds to 224, the long side to the nearest multiple
+    assert resize_short_side(Image.new("RGB", (310, 200)), 224, multiple=16).size == (352, 224)
+    assert resize_short_side(Image.new("RGB", (1000, 10)), 8, multiple=16).size == (800, 16)

@@ -12,15 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ...data.transforms import resize_short_side
 from ..dense import image_to_tensor
 from .data import IGNORE_INDEX
-
-
-def resize_short_side(image: Image.Image, short: int, resample: int = Image.BILINEAR) -> Image.Image:
-    """Resizes so the shorter side is ``short`` pixels, keeping the aspect ratio."""
-    scale = short / min(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, resample)
 
 
 def photometric_distortion(image: np.ndarray, brightness: float = 32, contrast: tuple[float, float] = (0.5, 1.5),
@@ -71,8 +65,8 @@ class TrainAugment:
 
     def __call__(self, image: Image.Image, label: np.ndarray) -> tuple[Tensor, Tensor]:
         short = round(self.img_size * random.uniform(*self.scale_range))
-        image = resize_short_side(image, short)
-        label = np.asarray(resize_short_side(Image.fromarray(label), short, Image.NEAREST))
+        image = resize_short_side(image, short, resample=Image.BILINEAR)
+        label = np.asarray(resize_short_side(Image.fromarray(label), short, resample=Image.NEAREST))
         array = np.asarray(image)
         array, label = self._crop(array, label)
         if random.random() < self.flip_prob:
@@ -106,4 +100,5 @@ class EvalResize:
     img_size: int
 
     def __call__(self, image: Image.Image, label: np.ndarray) -> tuple[Tensor, Tensor]:
-        return image_to_tensor(resize_short_side(image, self.img_size)), torch.from_numpy(label.astype(np.int64))
+        resized = resize_short_side(image, self.img_size, resample=Image.BILINEAR)
+        return image_to_tensor(resized), torch.from_numpy(label.astype(np.int64))
