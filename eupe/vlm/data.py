@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -468,7 +469,7 @@ class LlavaCollator:
         out = self.image_processor(images)
         if isinstance(out, Mapping):
             out = out["pixel_values"]
-        pixel_values = torch.as_tensor(out)
+        pixel_values = torch.as_tensor(np.stack(out) if isinstance(out, (list, tuple)) else out)
         if pixel_values.ndim != 4 or pixel_values.shape[0] != len(images):
             raise DataFormatError(f"image_processor returned shape {tuple(pixel_values.shape)} for {len(images)} "
                                   "images; it must return pixel_values of shape [n_images, 3, H, W]")

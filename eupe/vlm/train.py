@@ -1,0 +1,160 @@
+"""LLaVA-1.5's two training stages on ``transformers.Trainer``: (a) the projector alone on image-caption pairs,
+(b) the projector and the language model on instruction data; the EUPE tower stays frozen in both.
+
+Both stages are one epoch of AdamW with a cosine schedule, warm-up ratio 0.03 and no weight decay (the paper's
+Appendix C.2); stage (a) at LR 1e-3, stage (b) at 2e-5, global batch 256 and 128 (LLaVA-1.5's, the paper gives
+none). Because the loop is transformers' own, ``torchrun``, FSDP (``fsdp=...``) and DeepSpeed (``deepspeed=...``)
+work as they do for any Trainer run, and a rerun with the same ``output_dir`` resumes from its newest checkpoint;
+a rerun whose settings differ from the recorded ones is refused, naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..config import load_config, resolve_config, to_dict
+from ..utils.device import bf16_enabled, resolve_device
+from ..utils.io import atomic_write_json
+from .build import check_vlm_folder
+from .data import DataReport, LlavaCollator, LlavaDataset
+
+logger = logging.getLogger(__name__)
+
+CONFIG_GROUP = "vlm"  # eupe/configs/vlm/<stage>.yaml
+SETTINGS_FILE = "eupe_train_settings.json"  # what a run was started with; a resume must match it
+
+
+@dataclass
+class VLMTrainConfig:
+    """One training stage; the shipped ``stage_a`` / ``stage_b`` configs hold the paper's values."""
+
+    stage: Literal["a", "b"] = "a"  # a: projector only, plain captions; b: projector + LLM, conversations
+    model: str = ""  # the VLM folder to start from: `eupe vlm build` output (a) or the stage-(a) output (b)
+    data: str = ""  # LLaVA JSON: blip_laion_cc_sbu_558k.json (a) or llava_v1_5_mix665k.json (b)
+    image_root: str = ""  # the folder the JSON's "image" paths are relative to
+    output_dir: str = ""
+    lr: float = 1e-3
+    global_batch_size: int = 256  # per step, over all processes and accumulation steps
+    per_device_batch_size: int = 16
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (smoke runs)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int = 2048  # tokens per sample, image tokens included (never cut)
+    amp: str = "auto"  # bf16 autocast: auto (CUDA only), bf16, fp32
+    gradient_checkpointing: bool = False  # of the language model (stage b at 7B scale)
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    dataloader_workers: int = 2
+    device: str = ""  # "" = CUDA when available (under torchrun: each process's own GPU)
+    fsdp: str = ""  # transformers' fsdp argument, e.g. "full_shard auto_wrap"
+    deepspeed: str = ""  # a DeepSpeed JSON config (ZeRO-2/3)
+    seed: int = 0
+
+
+def load_train_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> VLMTrainConfig:
+    """A shipped stage config (``stage_a``, ``stage_b``) or a YAML file, with ``key=value`` overrides, checked."""
+    cfg = load_config(VLMTrainConfig, resolve_config(CONFIG_GROUP, name_or_path), overrides)
+    for name in ("model", "data", "image_root", "output_dir"):
+        if not getattr(cfg, name):
+            raise ValueError(f"vlm train: set {name}=... (for example --set {name}=PATH)")
+    if cfg.global_batch_size <= 0 or cfg.per_device_batch_size <= 0:
+        raise ValueError("vlm train: global_batch_size and per_device_batch_size must be positive")
+    return cfg
+
+
+def set_trainable(model: nn.Module, stage: str) -> list[str]:
+    """Freezes everything but what ``stage`` trains (a: projector; b: projector + language model and its head);
+    returns the names of the trainable top-level parts."""
+    model.requires_grad_(False)
+    parts = {"multi_modal_projector": model.model.multi_modal_projector}
+    if stage == "b":
+        parts.update(language_model=model.model.language_model, lm_head=model.lm_head)
+    for module in parts.values():
+        module.requires_grad_(True)
+    return list(parts)
+
+
+def accumulation_steps(cfg: VLMTrainConfig, world_size: int) -> int:
+    """Gradient accumulation that makes ``per_device_batch_size x processes x steps == global_batch_size``."""
+    per_step = cfg.per_device_batch_size * world_size
+    if cfg.global_batch_size % per_step:
+        raise ValueError(f"vlm train: global_batch_size={cfg.global_batch_size} is not a multiple of "
+                         f"per_device_batch_size x processes = {cfg.per_device_batch_size} x {world_size}; "
+                         "change one of them")
+    return cfg.global_batch_size // per_step
+
+
+def _check_resume(cfg: VLMTrainConfig, out: Path) -> bool:
+    """Whether ``out`` holds a run to resume; refuses when its recorded settings differ from ``cfg``'s."""
+    recorded_path = out / SETTINGS_FILE
+    settings = to_dict(cfg)
+    if recorded_path.is_file():
+        recorded = json.loads(recorded_path.read_text())
+        changed = sorted(k for k in set(settings) | set(recorded) if settings.get(k) != recorded.get(k))
+        if changed:
+            detail = ", ".join(f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise ValueError(f"vlm train: {out} holds a run started with other settings ({detail}); use another "
+                             "output_dir, or the recorded settings to resume it")
+    else:
+        atomic_write_json(recorded_path, settings)
+    return any(out.glob("checkpoint-*"))
+
+
+def train_stage(cfg: VLMTrainConfig) -> Path:
+    """Runs one stage and saves the trained VLM (model + processor) as a transformers folder in ``output_dir``."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+
+    check_vlm_folder(cfg.model)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = _check_resume(cfg, out)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(cfg.device or None)
+    bf16 = bf16_enabled(cfg.amp, device)
+
+    processor = AutoProcessor.from_pretrained(cfg.model)
+    model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
+    trainable = set_trainable(model, cfg.stage)
+    if cfg.gradient_checkpointing:
+        model.model.language_model.activation_checkpointing_enable()
+    report = DataReport(out / "data_report.jsonl")
+    dataset = LlavaDataset(cfg.data, cfg.image_root, image_token=processor.image_token, report=report)
+    collator = LlavaCollator(processor.tokenizer, processor.image_processor,
+                             num_image_tokens=model.config.image_seq_length, max_length=cfg.max_length,
+                             mode="plain" if cfg.stage == "a" else "conversation", image_token=processor.image_token,
+                             report=report)
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=accumulation_steps(cfg, world_size), learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a value below 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay, optim="adamw_torch", bf16=bf16, use_cpu=device.type == "cpu",
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, dataloader_num_workers=cfg.dataloader_workers,
+        remove_unused_columns=False, report_to=[], seed=cfg.seed, data_seed=cfg.seed, fsdp=cfg.fsdp or "",
+        deepspeed=cfg.deepspeed or None, disable_tqdm=False,
+    )
+    logger.info("vlm train: stage %s trains %s; %d samples; resume=%s", cfg.stage, ", ".join(trainable),
+                len(dataset), resume)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.save_model(str(out))
+    processor.save_pretrained(str(out))
+    check_vlm_folder(out)
+    if report.events():
+        logger.warning("vlm train: %s", report.summary())
+    atomic_write_json(out / "train_summary.json", {
+        "stage": cfg.stage, "trainable": trainable, "steps": trainer.state.global_step,
+        "final_loss": next((r["train_loss"] for r in reversed(trainer.state.log_history) if "train_loss" in r), None),
+        "skipped": report.counts(), "config": to_dict(cfg)})
+    return out
