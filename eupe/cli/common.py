@@ -1,12 +1,22 @@
-"""Arguments and helpers shared by the commands that run a backbone (extract, eval, visualize, export, bench)."""
+"""Arguments and helpers shared by the commands that run a backbone (extract, eval, visualize, export, bench).
+
+Settings live in config dataclasses (:mod:`eupe.config`). A command exposes chosen fields as flags with
+:func:`add_config_flags`, which takes each flag's type, choices and default from the dataclass, so that a default is
+written once (in the dataclass) and ``--help`` prints it; :func:`resolve_config` turns the flags that were given into
+``key=value`` overrides between the ``--config`` file and the ``--set`` overrides.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
-from typing import Callable, TypeVar
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -36,20 +46,112 @@ def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "
     group.add_argument("--arch", action="append", default=[], help=argparse.SUPPRESS)
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
+def add_config_args(parser: argparse.ArgumentParser, example: str | None = None) -> None:
+    """``--config FILE.yaml`` and repeatable ``--set KEY=VALUE``; ``example`` is one real ``key=value`` of the
+    command's config, shown in the help (tests parse every command's example through its config class)."""
     parser.add_argument("--config", default=None, help="YAML file with the settings (see the saved config.yaml)")
+    shown = f", e.g. --set {example}" if example else ""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set knn.temperature=0.1 (repeatable)")
+                        help=f"override one setting{shown} (repeatable)")
 
 
-def flag_overrides(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -> list[str]:
-    """``key=value`` overrides for the flags among ``names`` that were given on the command line."""
-    return [f"{prefix}{n}={json.dumps(getattr(args, n))}" for n in names if getattr(args, n, None) is not None]
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """How one config field appears on the command line, where a plain help string is not enough."""
+
+    help: str
+    flag: str | None = None  # the option string; default: ``--`` + the key's last part, ``_`` -> ``-``
+    choices: tuple[Any, ...] | None = None  # default: the values of the field's ``Literal`` type, if it has one
 
 
-def resolve_config(cls: type[T], args: argparse.Namespace, overrides: list[str]) -> T:
-    """``cls`` defaults <- ``--config`` YAML <- explicit flags (``overrides``) <- ``--set`` overrides."""
-    return load_config(cls, args.config, [*overrides, *args.set])
+FlagSpecs = Mapping[str, str | ConfigFlag]  # dotted config key -> help text or ConfigFlag
+
+
+def prefixed(prefix: str, specs: FlagSpecs) -> dict[str, str | ConfigFlag]:
+    """The flags of a sub-config under ``prefix``: ``{"resolution": ...}`` -> ``{"extract.resolution": ...}``
+    (``""``: unchanged)."""
+    return {f"{prefix}.{key}" if prefix else key: spec for key, spec in specs.items()}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type, specs: FlagSpecs, *,
+                     title: str | None = None) -> None:
+    """Adds one flag per entry of ``specs`` (dotted key of ``config_class`` -> help text or :class:`ConfigFlag`),
+    in an argument group ``title`` if given.
+
+    Type, ``nargs`` (lists), choices (``Literal``) and ``--x/--no-x`` (bools) come from the field's annotation, and
+    the help ends with the field's default (``(default: ...)``; a ``None`` or empty default is left to the help
+    text to explain). The flags default to ``None``, so :func:`resolve_config` overrides only the settings given.
+    Raises ``ValueError`` for a key the class lacks and ``TypeError`` for a field no flag can express.
+    """
+    target = parser.add_argument_group(title) if title else parser
+    defaults = config_class()
+    for key, spec in specs.items():
+        spec = spec if isinstance(spec, ConfigFlag) else ConfigFlag(spec)
+        annotation, default = _config_field(config_class, defaults, key)
+        kwargs = _flag_kwargs(annotation, key)
+        if spec.choices is not None:
+            kwargs["choices"] = spec.choices
+        flag = spec.flag or "--" + key.rpartition(".")[2].replace("_", "-")
+        if "choices" not in kwargs and "action" not in kwargs:
+            kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
+        shown = _shown_default(default)
+        text = spec.help + (f" (default: {shown})" if shown else "")
+        target.add_argument(flag, dest=key, default=None, help=text.replace("%", "%%"), **kwargs)
+    parser.set_defaults(config_flags=(*(parser.get_default("config_flags") or ()), *specs))
+
+
+def as_overrides(values: Mapping[str, Any]) -> list[str]:
+    """``key=value`` overrides (values JSON-encoded, which the config's YAML parser reads back) of the values that
+    are not ``None``."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items() if value is not None]
+
+
+def resolve_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[str] = ()) -> T:
+    """``cls`` defaults <- ``--config`` YAML <- the given flags of :func:`add_config_flags` <- ``overrides`` <-
+    ``--set`` overrides."""
+    flags = as_overrides({key: getattr(args, key) for key in getattr(args, "config_flags", ())})
+    return load_config(cls, args.config, [*flags, *overrides, *args.set])
+
+
+def _config_field(config_class: type, defaults: Any, key: str) -> tuple[Any, Any]:
+    """(annotation, default) of the dotted ``key`` of ``config_class``, whose default instance is ``defaults``."""
+    cls, value = config_class, defaults
+    for part in key.split("."):
+        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+        if part not in names:
+            raise ValueError(f"{config_class.__name__} has no setting {key!r}"
+                             + (f"; {part!r} is not one of {names}" if names else ""))
+        cls, value = typing.get_type_hints(cls)[part], getattr(value, part)
+    return cls, value
+
+
+def _flag_kwargs(annotation: Any, key: str) -> dict[str, Any]:
+    """``add_argument`` keywords for a field of type ``annotation`` (``X | None`` is treated as ``X``)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        if len(present) == 1:
+            return _flag_kwargs(present[0], key)
+    elif origin is typing.Literal:
+        return {"type": type(args[0]), "choices": args}
+    elif annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    elif annotation in (int, float, str):
+        return {"type": annotation}
+    elif origin in (list, tuple) and args:
+        item = _flag_kwargs(args[0], key)
+        if "action" not in item:
+            return {**item, "nargs": "+"}
+    raise TypeError(f"no command-line flag can set {key} (type {annotation}); set it with --set {key}=...")
+
+
+def _shown_default(value: Any) -> str:
+    """A default as it would be typed on the command line; empty for ``None`` and empty values."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
 
 
 def backbone_from_args(args: argparse.Namespace) -> nn.Module:

@@ -1,111 +1,93 @@
-"""Arguments and runners shared by the ``eupe eval`` protocols: the feature-based classification evaluations (knn,
-linear, zeroshot) and the dense probes on a dataset root (segmentation, depth, keypoints)."""
+"""Parsers and the runner shared by the ``eupe eval`` protocols.
+
+Every protocol is ``run_<protocol>(backbone, config, output_dir)``, so every command is the same: resolve the
+protocol's config dataclass (defaults <- ``--config`` <- flags <- ``--set``), build the lazily loaded backbone of
+the backbone flags and call the protocol. The flags are derived from the config fields (:func:`add_config_flags`).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any, TypeVar
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from ..extract import FeatureBackbone
+from ..eval import EvalBackbone
 from .common import (
+    ConfigFlag,
+    FlagSpecs,
     add_backbone_args,
     add_config_args,
+    add_config_flags,
+    as_overrides,
     autocast_for,
-    backbone_from_args,
-    flag_overrides,
     lazy_backbone,
     model_id,
+    prefixed,
     resolve_config,
     resolve_device,
 )
-from .extract import EXTRACT_FLAGS, add_extract_args
+from .extract import EXTRACT_FLAGS
 
-C = TypeVar("C")
+RunProtocol = Callable[[EvalBackbone, Any, str], dict[str, Any]]
 
-
-def add_split_args(parser: argparse.ArgumentParser) -> None:
-    """``--data`` (an ImageNet-style root) or ``--train`` and ``--val`` (feature folders or image sources)."""
-    parser.add_argument("--data", default=None, help="root holding train/<class>/* and val/<class>/*")
-    parser.add_argument("--train", default=None, help="train feature folder or image source (instead of --data)")
-    parser.add_argument("--val", default=None, help="val feature folder or image source (instead of --data)")
-
-
-def finish_feature_eval_parser(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
-    """Adds the backbone, extraction and ``--config``/``--set`` flags of the evaluations on (extracted) features and
-    makes ``run`` the command's function."""
-    add_backbone_args(parser)
-    add_extract_args(parser)
-    add_config_args(parser)
-    parser.set_defaults(func=run)
+#: ``--data`` or ``--train``/``--val`` of the classification evaluations.
+SPLIT_FLAGS = {
+    "data": "root holding train/<class>/* and val/<class>/*",
+    "train": "train feature folder or image source (instead of --data)",
+    "val": "val feature folder or image source (instead of --data)",
+}
+#: The training flags of the trained dense probes (segmentation, depth).
+TRAINING_FLAGS = {
+    "data.num_workers": "data loading processes",
+    "train.iterations": "training iterations",
+    "train.batch_size": "training batch size",
+    "optim.lr": "peak learning rate",
+}
 
 
-def feature_backbone(args: argparse.Namespace) -> FeatureBackbone:
-    """The backbone of the command line, loaded only if some input must be extracted."""
-    device = resolve_device(args.device)
-    return FeatureBackbone(lazy_backbone(args), device, model_id(args), autocast_for(args, device))
-
-
-def run_feature_eval(args: argparse.Namespace, config_class: type[C], protocol: Callable[..., Any],
-                     overrides: list[str]) -> int:
-    """Resolves ``config_class`` from the input flags (``--data``, and ``--train``/``--val`` where the command has
-    them), the protocol's flag ``overrides``, the backbone and extraction flags; runs
-    ``protocol(config, output_dir, backbone=)``."""
-    config = resolve_config(config_class, args, [
-        *flag_overrides(args, ("data", "train", "val")),
-        *overrides,
-        *flag_overrides(args, ("model", "weights")),
-        *flag_overrides(args, EXTRACT_FLAGS, "extract."),
-    ])
-    protocol(config, args.output_dir, backbone=feature_backbone(args))
-    return 0
-
-
-def add_probe_args(parser: argparse.ArgumentParser, *, trained: bool = True) -> None:
-    """Backbone, ``--config``/``--set``, ``--data-root``, ``--output-dir`` and, for trained probes, the
-    training flags shared by the dense evaluations."""
-    add_backbone_args(parser)
-    add_config_args(parser)
-    parser.add_argument("--data-root", dest="root", default=None, help="dataset root folder")
-    parser.add_argument("--output-dir", required=True, help="folder for config.yaml, results (and the head)")
-    if trained:
-        group = parser.add_argument_group("training")
-        group.add_argument("--num-workers", type=int, default=None, help="data loading processes")
-        group.add_argument("--iterations", type=int, default=None, help="training iterations")
-        group.add_argument("--batch-size", type=int, default=None, help="training batch size")
-        group.add_argument("--lr", type=float, default=None, help="peak learning rate")
-
-
-def add_probe_command(subparsers: argparse._SubParsersAction, name: str, help_text: str, description: str,
-                      run: Callable[[argparse.Namespace], int], *, trained: bool = True) -> argparse.ArgumentParser:
-    """Registers the dense protocol ``name`` with the flags of :func:`add_probe_args`; returns its parser."""
+def add_eval_command(subparsers: argparse._SubParsersAction, name: str, config_class: type, protocol: RunProtocol, *,
+                    help_text: str, description: str, example: str, output_help: str,
+                    flags: Mapping[str, FlagSpecs], records_backbone: bool = False) -> None:
+    """Registers ``eupe eval <name>``: ``--output-dir``, the config flags ``flags`` (group title -> fields of
+    ``config_class``, :func:`add_config_flags`), the backbone flags and ``--config``/``--set`` (``example``: a
+    ``key=value`` of ``config_class``). The command runs ``protocol`` through :func:`run_eval`."""
     parser = subparsers.add_parser(name, help=help_text, description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_probe_args(parser, trained=trained)
-    parser.set_defaults(func=run)
-    return parser
+    parser.add_argument("--output-dir", required=True, help=output_help)
+    for title, specs in flags.items():
+        add_config_flags(parser, config_class, specs, title=title)
+    add_backbone_args(parser)
+    add_config_args(parser, example)
+    parser.set_defaults(func=functools.partial(run_eval, config_class=config_class, protocol=protocol,
+                                               records_backbone=records_backbone))
 
 
-def probe_overrides(args: argparse.Namespace) -> list[str]:
-    """Config overrides from the flags of :func:`add_probe_args` (trained probes' config layout)."""
-    return [*flag_overrides(args, ("root", "num_workers"), "data."),
-            *flag_overrides(args, ("iterations", "batch_size"), "train."),
-            *flag_overrides(args, ("lr",), "optim.")]
+def add_feature_eval_command(subparsers: argparse._SubParsersAction, name: str, config_class: type,
+                            protocol: RunProtocol, *, flags: Mapping[str, FlagSpecs], **kwargs: Any) -> None:
+    """:func:`add_eval_command` for the evaluations on (extracted) features: adds the extraction flags (the
+    config's ``extract.*``) and records ``--model``/``--weights`` in the config's ``model``/``weights``."""
+    add_eval_command(subparsers, name, config_class, protocol, records_backbone=True,
+                    flags={**flags, "extraction": prefixed("extract", EXTRACT_FLAGS)}, **kwargs)
 
 
-def run_trained_probe(args: argparse.Namespace, config_class: type[C], protocol: Callable[..., Any]) -> int:
-    """Resolves a trained probe's ``config_class`` (its dataset root at ``data.root``) and runs it."""
-    config: Any = resolve_config(config_class, args, probe_overrides(args))
-    return run_protocol(args, config, protocol, config.data.root)
+def add_probe_command(subparsers: argparse._SubParsersAction, name: str, config_class: type, protocol: RunProtocol,
+                     *, root_key: str = "data.root", flags: Mapping[str, FlagSpecs], **kwargs: Any) -> None:
+    """:func:`add_eval_command` for the dense probes: adds ``--data-root`` for the config's ``root_key``."""
+    inputs = {root_key: ConfigFlag("dataset root folder", flag="--data-root")}
+    add_eval_command(subparsers, name, config_class, protocol, flags={"inputs": inputs, **flags},
+                    output_help="folder for config.yaml, results (and the head)", **kwargs)
 
 
-def run_protocol(args: argparse.Namespace, cfg: Any, protocol: Callable[..., Any], root: str) -> int:
-    """Checks the dataset ``root`` exists (before any weights are fetched), loads the frozen backbone and runs
-    ``protocol(backbone, cfg, output_dir, device=, autocast=, model_name=)``."""
-    from ..eval.dense import require_data_root
-
-    require_data_root(root, key=None, must_exist=True)
+def eval_backbone(args: argparse.Namespace) -> EvalBackbone:
+    """The backbone of the command line, loaded only when the protocol needs it."""
     device = resolve_device(args.device)
-    protocol(backbone_from_args(args), cfg, args.output_dir, device=device, autocast=autocast_for(args, device),
-             model_name=args.model)
+    return EvalBackbone(lazy_backbone(args), device, model_id(args), autocast_for(args, device), args.model)
+
+
+def run_eval(args: argparse.Namespace, *, config_class: type, protocol: RunProtocol, records_backbone: bool) -> int:
+    """Resolves ``config_class`` (with ``model``/``weights`` from the backbone flags if ``records_backbone``) and
+    runs ``protocol(backbone, config, output_dir)``."""
+    recorded = as_overrides({"model": args.model, "weights": args.weights}) if records_backbone else []
+    protocol(eval_backbone(args), resolve_config(config_class, args, recorded), args.output_dir)
     return 0

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from .eval_common import add_probe_command, run_trained_probe
+from ..eval.depth import DepthConfig, run_depth
+from .eval_common import TRAINING_FLAGS, add_probe_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    add_probe_command(subparsers, "depth", "NYUv2 linear depth (RMSE)", __doc__, run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..eval.depth import DepthConfig, run_depth
-
-    return run_trained_probe(args, DepthConfig, run_depth)
+    add_probe_command(subparsers, "depth", DepthConfig, run_depth, description=__doc__,
+                     help_text="NYUv2 linear depth (RMSE)", example="eval.flip_tta=false",
+                     flags={"training": TRAINING_FLAGS})

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from .common import flag_overrides, resolve_config
-from .eval_common import add_probe_command, run_protocol
+from ..eval.keypoints import KeypointsConfig, run_keypoints
+from .eval_common import add_probe_command
 
-FLAGS = ("root", "pairs_per_category", "image_size")
+MATCHING_FLAGS = {
+    "pairs_per_category": "pairs per category",
+    "image_size": "side of the resized images",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = add_probe_command(subparsers, "keypoints", "SPair-71k keypoint correspondence (PCK@0.1)", __doc__, run,
-                               trained=False)
-    parser.add_argument("--pairs-per-category", type=int, default=None, help="pairs per category (default 100)")
-    parser.add_argument("--image-size", type=int, default=None, help="side of the resized images (default 512)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..eval.keypoints import KeypointsConfig, run_keypoints
-
-    cfg = resolve_config(KeypointsConfig, args, flag_overrides(args, FLAGS))
-    return run_protocol(args, cfg, run_keypoints, cfg.root)
+    add_probe_command(subparsers, "keypoints", KeypointsConfig, run_keypoints, root_key="root", description=__doc__,
+                     help_text="SPair-71k keypoint correspondence (PCK@0.1)", example="split=val",
+                     flags={"matching": MATCHING_FLAGS})

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from .eval_common import add_probe_command, run_trained_probe
+from ..eval.segmentation import SegmentationConfig, run_segmentation
+from .eval_common import TRAINING_FLAGS, add_probe_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    add_probe_command(subparsers, "segmentation", "ADE20K linear segmentation (mIoU)", __doc__, run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from ..eval.segmentation import SegmentationConfig, run_segmentation
-
-    return run_trained_probe(args, SegmentationConfig, run_segmentation)
+    add_probe_command(subparsers, "segmentation", SegmentationConfig, run_segmentation, description=__doc__,
+                     help_text="ADE20K linear segmentation (mIoU)", example="train.crop_size=256",
+                     flags={"training": TRAINING_FLAGS})

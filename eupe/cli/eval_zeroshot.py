@@ -7,23 +7,18 @@ from __future__ import annotations
 import argparse
 
 from ..eval.zeroshot import ZeroShotRunConfig, run_zeroshot
-from .common import flag_overrides
-from .eval_common import finish_feature_eval_parser, run_feature_eval
+from .eval_common import add_feature_eval_command
+
+ZEROSHOT_FLAGS = {
+    "data": "labelled images (class folders / list file) or feature folder",
+    "class_embeddings": ".npy/.safetensors [num_classes, dim]",
+    "class_names": "text file, one class name per embedding row; unset: rows are the class indices",
+    "head": "adapter head file (projectors.<teacher>.cls.*); unset: the checkpoint's",
+    "teacher": "which teacher's head; unset: the only/first one",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("zeroshot", help="zero-shot classification through an adapter head",
-                                   description=__doc__)
-    parser.add_argument("--data", default=None, help="labelled images (class folders / list file) or feature folder")
-    parser.add_argument("--class-embeddings", default=None, help=".npy/.safetensors [num_classes, dim]")
-    parser.add_argument("--class-names", default=None, help="text file, one class name per embedding row")
-    parser.add_argument("--head", default=None, help="adapter head file (projectors.<teacher>.cls.*); "
-                        "default: the checkpoint's")
-    parser.add_argument("--teacher", default=None, help="which teacher's head (default: the only/first one)")
-    parser.add_argument("--output-dir", required=True, help="where config.yaml and results go")
-    finish_feature_eval_parser(parser, run)
-
-
-def run(args: argparse.Namespace) -> int:
-    return run_feature_eval(args, ZeroShotRunConfig, run_zeroshot,
-                            flag_overrides(args, ("class_embeddings", "class_names", "head", "teacher")))
+    add_feature_eval_command(subparsers, "zeroshot", ZeroShotRunConfig, run_zeroshot, description=__doc__,
+                            help_text="zero-shot classification through an adapter head", example="topk=[1,10]",
+                            output_help="where config.yaml and results go", flags={"inputs": ZEROSHOT_FLAGS})

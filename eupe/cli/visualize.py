@@ -28,22 +28,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("images", help="image file, folder, glob pattern or list file" +
                          (" (the queries)" if kind == "retrieval" else ""))
         sub.add_argument("--output-dir", required=True, help="folder for the PNG files")
-        sub.add_argument("--max-images", type=int, default=16, help="use at most this many images (default 16)")
+        sub.add_argument("--max-images", type=int, default=16,
+                         help="use at most this many images (default: %(default)s)")
         add_backbone_args(sub)
         sub.set_defaults(func=run)
     pca, retrieval = kinds.choices["pca"], kinds.choices["retrieval"]
-    pca.add_argument("--size", type=int, default=448, help="short side of the resized images (default 448)")
+    pca.add_argument("--size", type=int, default=448, help="short side of the resized images (default: %(default)s)")
     pca.add_argument("--foreground-threshold", type=float, default=None,
                      help="fit the PCA on tokens whose first component (scaled to 0..1) exceeds this, e.g. 0.5")
     retrieval.add_argument("--gallery", required=True, help="images to search (file, folder, glob or list file)")
-    retrieval.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
-    retrieval.add_argument("--size", type=int, default=224, help="input size of the backbone (default 224)")
-    for kind in ("segmentation", "depth"):
+    retrieval.add_argument("-k", type=int, default=5, help="neighbours per query (default: %(default)s)")
+    retrieval.add_argument("--size", type=int, default=224, help="input size of the backbone (default: %(default)s)")
+    for kind, size, size_help in (("segmentation", None, "the head's evaluation size"), ("depth", 480, "%(default)s")):
         sub = kinds.choices[kind]
         sub.add_argument("--head", required=True, help=f"head.pt written by `eupe eval {kind}`")
-        sub.add_argument("--size", type=int, default=None, help="short side of the resized images "
-                         "(default: the head's evaluation size for segmentation, 480 for depth)")
-    kinds.choices["segmentation"].add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+        sub.add_argument("--size", type=int, default=size,
+                         help=f"short side of the resized images (default: {size_help})")
+    kinds.choices["segmentation"].add_argument("--alpha", type=float, default=0.5,
+                                               help="overlay opacity (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.kind == "segmentation":
         pictures = segmentation_pictures(backbone, args.head, images, args.size, args.alpha, device, autocast)
     else:
-        pictures = depth_pictures(backbone, args.head, images, args.size or 480, device, autocast)
+        pictures = depth_pictures(backbone, args.head, images, args.size, device, autocast)
     paths = [save_png(p, out / f"{i:03d}_{Path(r.path).stem}_{args.kind}.png")
              for i, (p, r) in enumerate(zip(pictures, records))]
     print(f"visualize {args.kind}: {len(paths)} pictures in {out}")

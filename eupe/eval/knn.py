@@ -18,28 +18,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
 from torch import Tensor
 
-from ..extract import ExtractConfig, FeatureBackbone
+from ..extract import ExtractConfig
+from .backbone import EvalBackbone
 from .classification import ClassificationResult, evaluate_predictions, open_labelled_splits
 from .results import write_run_outputs
 
-PROTOCOLS = ("paper", "reference", "both")
-TIE_BREAKS = ("nearest", "lowest_label")
+KnnProtocol = Literal["paper", "reference", "both"]
+TieBreak = Literal["nearest", "lowest_label"]
+PROTOCOLS: tuple[str, ...] = get_args(KnnProtocol)
+TIE_BREAKS: tuple[str, ...] = get_args(TieBreak)
 
 
 @dataclass
 class KnnConfig:
     """k-NN hyper-parameters; defaults are the paper's and the reference code's."""
 
-    protocol: str = "both"  # paper | reference | both
+    protocol: KnnProtocol = "both"
     paper_ks: list[int] = field(default_factory=lambda: [10])
     reference_ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
     temperature: float = 0.07
-    tie_break: str = "nearest"  # nearest | lowest_label (majority vote only)
+    tie_break: TieBreak = "nearest"  # majority vote only
     topk: list[int] = field(default_factory=lambda: [1, 5])
     query_chunk: int = 1024
     train_chunk: int = 65536
@@ -197,7 +200,7 @@ class KnnRunConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
 
 
-def run_knn(config: KnnRunConfig, output_dir: str | Path, *, backbone: FeatureBackbone) -> dict[str, Any]:
+def run_knn(backbone: EvalBackbone, config: KnnRunConfig, output_dir: str | Path) -> dict[str, Any]:
     """Features (read or extracted) -> k-NN -> ``config.yaml``, ``results.json``, ``results.csv`` in
     ``output_dir``; prints and returns the results."""
     config.knn.validate()

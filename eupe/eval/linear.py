@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..extract import ExtractConfig, FeatureBackbone, FeatureStore
+from ..extract import ExtractConfig, FeatureStore
 from ..utils.io import atomic_torch_save
+from .backbone import EvalBackbone
 from .classification import evaluate_predictions, open_labelled_splits, rank_scores
 from .results import write_run_outputs
 
@@ -154,7 +155,7 @@ class LinearRunConfig:
     linear: LinearConfig = field(default_factory=LinearConfig)
 
 
-def run_linear(config: LinearRunConfig, output_dir: str | Path, *, backbone: FeatureBackbone) -> dict[str, Any]:
+def run_linear(backbone: EvalBackbone, config: LinearRunConfig, output_dir: str | Path) -> dict[str, Any]:
     """Features (read or extracted) -> probe sweep -> ``head.pt``, ``config.yaml``, ``results.json/.csv``."""
     config.linear.validate()
     needs_mean = any("patch_mean" in name.split("+") for name in config.linear.feature_sets)

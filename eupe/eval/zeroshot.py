@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..extract import ExtractConfig, FeatureBackbone, open_features
+from ..extract import ExtractConfig, open_features
 from ..loading import read_state_dict
 from ..models import Projectors
+from .backbone import EvalBackbone
 from .classification import align_labels, evaluate_predictions, rank_scores
 from .results import write_run_outputs
 
@@ -99,7 +100,7 @@ class ZeroShotRunConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
 
-def run_zeroshot(config: ZeroShotRunConfig, output_dir: str | Path, *, backbone: FeatureBackbone) -> dict[str, Any]:
+def run_zeroshot(backbone: EvalBackbone, config: ZeroShotRunConfig, output_dir: str | Path) -> dict[str, Any]:
     """Class tokens (read or extracted) -> adapter head -> cosine with class embeddings -> top-k results."""
     if not config.data or not config.class_embeddings:
         raise ValueError("zero-shot needs --data (labelled images or a feature folder) and --class-embeddings")

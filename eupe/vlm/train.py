@@ -64,9 +64,6 @@ class VLMTrainConfig:
 def load_train_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> VLMTrainConfig:
     """A shipped stage config (``stage_a``, ``stage_b``) or a YAML file, with ``key=value`` overrides, checked."""
     cfg = load_config(VLMTrainConfig, resolve_config(CONFIG_GROUP, name_or_path), overrides)
-    for name in ("model", "data", "image_root", "output_dir"):
-        if not getattr(cfg, name):
-            raise ValueError(f"vlm train: set {name}=... (for example --set {name}=PATH)")
     if cfg.global_batch_size <= 0 or cfg.per_device_batch_size <= 0:
         raise ValueError("vlm train: global_batch_size and per_device_batch_size must be positive")
     return cfg
@@ -114,6 +111,9 @@ def train_stage(cfg: VLMTrainConfig) -> Path:
     """Runs one stage and saves the trained VLM (model + processor) as a transformers folder in ``output_dir``."""
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
 
+    for name in ("model", "data", "image_root", "output_dir"):
+        if not getattr(cfg, name):
+            raise ValueError(f"vlm train: set {name}=... (for example --set {name}=PATH)")
     check_vlm_folder(cfg.model)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

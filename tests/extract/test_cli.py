@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import eupe.cli.main as cli_main
-from eupe.extract import FeatureStore
+from eupe.cli import extract as cli_extract
+from eupe.config import load_config, to_dict
+from eupe.extract import ExtractConfig, FeatureStore
 
 
 @pytest.fixture
@@ -42,3 +47,24 @@ def test_extract_cli(tmp_path, main, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["extract", str(src), "--output-dir", str(tmp_path / "o3"), "--set", "bogus=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def extract_parser() -> argparse.ArgumentParser:
+    subparsers = argparse.ArgumentParser(prog="eupe").add_subparsers()
+    cli_extract.register(subparsers)
+    return subparsers.choices["extract"]
+
+
+def test_every_extract_setting_has_a_flag_showing_its_default():
+    assert set(cli_extract.EXTRACT_FLAGS) == {f.name for f in dataclasses.fields(ExtractConfig)}
+    text = " ".join(extract_parser().format_help().split())
+    for expected in ("input size (default: 224)", "--resize-mode {crop,square}", "(default: crop)",
+                     "images per shard (default: 1024)", "--patch-mean, --no-patch-mean",
+                     "unset: the final output"):
+        assert expected in text
+
+
+def test_extract_set_example_is_a_real_setting():
+    (action,) = [a for a in extract_parser()._actions if "--set" in a.option_strings]
+    example = re.search(r"--set (\S+) \(repeatable\)", action.help).group(1)
+    assert to_dict(load_config(ExtractConfig, None, [example])) != to_dict(ExtractConfig())

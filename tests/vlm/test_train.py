@@ -91,4 +91,4 @@ def test_shipped_stages_hold_the_paper_values():
     for cfg in (a, b):
         assert (cfg.warmup_ratio, cfg.weight_decay, cfg.epochs) == (0.03, 0.0, 1.0)
     with pytest.raises(ValueError, match="set model="):
-        load_train_config("stage_a", [])
+        train_stage(load_train_config("stage_a", []))

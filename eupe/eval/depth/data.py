@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from ..dense import ImageTargetDataset
+from ..dense.data import ImageTargetDataset
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..dense import LinearProbeHead
+from ..dense.head import LinearProbeHead
 
 BinStrategy = Literal["linear", "log"]
 NormStrategy = Literal["linear", "softmax", "sigmoid"]

@@ -12,16 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..dense import (
-    OptimConfig,
-    dense_predict,
-    evaluation_batches,
-    load_head,
-    require_data_root,
-    resize_like,
-    save_head,
-    train_probe_head,
-)
+from ..backbone import EvalBackbone
+from ..dense.data import require_data_root
+from ..dense.head_file import load_head, save_head
+from ..dense.loaders import evaluation_batches
+from ..dense.predict import dense_predict, resize_like
+from ..dense.schedule import OptimConfig
+from ..dense.train import train_probe_head
 from ..results import write_run_outputs
 from .data import DepthDataset, read_split_list
 from .head import BinStrategy, DepthHead, NormStrategy, SigLoss
@@ -158,18 +155,16 @@ def load_depth_head(path: str | Path) -> tuple[DepthHead, dict[str, Any]]:
     return load_head(path, TASK, lambda meta: DepthHead(meta["in_dim"], **meta["head"]))
 
 
-def run_depth(
-    backbone: nn.Module, cfg: DepthConfig, output_dir: str | Path, *, device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None, model_name: str = "",
-) -> dict[str, Any]:
+def run_depth(backbone: EvalBackbone, config: DepthConfig, output_dir: str | Path) -> dict[str, Any]:
     """Trains, evaluates and writes ``config.yaml``, ``head.pt`` and ``results.json``."""
-    require_data_root(cfg.data.root, "the BTS NYU folder")
-    head, stats = train_depth_head(backbone, cfg, device, autocast)
+    require_data_root(config.data.root, "the BTS NYU folder")
+    model, device, autocast, name = backbone.load(), backbone.device, backbone.autocast, backbone.name
+    head, stats = train_depth_head(model, config, device, autocast)
     save_head(Path(output_dir) / "head.pt", head, task=TASK,
-              meta={"in_dim": head.in_dim, "model": model_name, "head": asdict(cfg.head)})
-    metrics = evaluate_depth(backbone, head, cfg, device, autocast)
-    results = {"model": model_name, "protocol": "nyuv2_linear", **stats, **metrics}
-    summary = (f"depth {model_name}: RMSE {metrics['rmse']:.4f} AbsRel {metrics['abs_rel']:.4f} "
-               f"d1 {metrics['delta1']:.4f} ({metrics['num_images']} images, {cfg.train.iterations} its)")
-    write_run_outputs(output_dir, config=cfg, results=results, summary=summary)
+              meta={"in_dim": head.in_dim, "model": name, "head": asdict(config.head)})
+    metrics = evaluate_depth(model, head, config, device, autocast)
+    results = {"model": name, "protocol": "nyuv2_linear", **stats, **metrics}
+    summary = (f"depth {name}: RMSE {metrics['rmse']:.4f} AbsRel {metrics['abs_rel']:.4f} "
+               f"d1 {metrics['delta1']:.4f} ({metrics['num_images']} images, {config.train.iterations} its)")
+    write_run_outputs(output_dir, config=config, results=results, summary=summary)
     return results

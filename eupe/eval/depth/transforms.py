@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..dense import image_to_tensor
+from ..dense.transforms import image_to_tensor
 from .data import DepthDataError
 
 

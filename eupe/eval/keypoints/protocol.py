@@ -17,7 +17,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ...data.images import load_image
-from ..dense import extract_patch_features, feature_stride, image_to_tensor, require_data_root
+from ..backbone import EvalBackbone
+from ..dense.data import require_data_root
+from ..dense.features import extract_patch_features, feature_stride
+from ..dense.transforms import image_to_tensor
 from ..results import write_run_outputs
 from .data import KeypointPair, list_pairs
 from .matching import match_points, pck_correct, rescale_points
@@ -82,7 +85,7 @@ def evaluate_keypoints(
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """PCK over all keypoints, averaged per category, and per category; returns (results, per-category rows)."""
-    require_data_root(cfg.root, "the SPair-71k folder", key="root")
+    _require_spair_root(cfg)
     stride = feature_stride(backbone)
     if cfg.image_size % stride:
         raise ValueError(f"image_size {cfg.image_size} must be a multiple of the backbone's stride {stride}")
@@ -110,14 +113,16 @@ def evaluate_keypoints(
     return results, rows
 
 
-def run_keypoints(
-    backbone: nn.Module, cfg: KeypointsConfig, output_dir: str | Path, *, device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None, model_name: str = "",
-) -> dict[str, Any]:
+def run_keypoints(backbone: EvalBackbone, config: KeypointsConfig, output_dir: str | Path) -> dict[str, Any]:
     """Evaluates and writes ``config.yaml``, ``results.json`` and ``results.csv`` (one row per category)."""
-    results, rows = evaluate_keypoints(backbone, cfg, device, autocast)
-    results = {"model": model_name, "protocol": "spair71k_pck", **results}
-    summary = (f"keypoints {model_name}: PCK@{cfg.alpha:g} {results['pck']:.2f} (category mean "
+    _require_spair_root(config)
+    results, rows = evaluate_keypoints(backbone.load(), config, backbone.device, backbone.autocast)
+    results = {"model": backbone.name, "protocol": "spair71k_pck", **results}
+    summary = (f"keypoints {backbone.name}: PCK@{config.alpha:g} {results['pck']:.2f} (category mean "
                f"{results['pck_category_mean']:.2f}; {results['num_pairs']} pairs, {len(rows)} categories)")
-    write_run_outputs(output_dir, config=cfg, results=results, summary=summary, table=rows)
+    write_run_outputs(output_dir, config=config, results=results, summary=summary, table=rows)
     return results
+
+
+def _require_spair_root(cfg: KeypointsConfig) -> None:
+    require_data_root(cfg.root, "the SPair-71k folder", key="root")

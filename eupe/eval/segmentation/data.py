@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from ..dense import ImageTargetDataset
+from ..dense.data import ImageTargetDataset
 
 IGNORE_INDEX = 255
 ADE20K_CLASSES = 150

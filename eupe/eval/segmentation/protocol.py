@@ -13,18 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dense import (
-    LinearProbeHead,
-    OptimConfig,
-    dense_predict,
-    evaluation_batches,
-    load_head,
-    require_data_root,
-    resize_like,
-    save_head,
-    sliding_window,
-    train_probe_head,
-)
+from ..backbone import EvalBackbone
+from ..dense.data import require_data_root
+from ..dense.head import LinearProbeHead
+from ..dense.head_file import load_head, save_head
+from ..dense.loaders import evaluation_batches
+from ..dense.predict import dense_predict, resize_like, sliding_window
+from ..dense.schedule import OptimConfig
+from ..dense.train import train_probe_head
 from ..results import write_run_outputs
 from .data import ADE20K_CLASSES, IGNORE_INDEX, SegmentationDataset, list_ade20k
 from .metrics import ConfusionMatrix
@@ -131,21 +127,19 @@ def load_segmentation_head(path: str | Path) -> tuple[LinearProbeHead, dict[str,
     return load_head(path, TASK, lambda meta: LinearProbeHead(meta["in_dim"], meta["num_classes"]))
 
 
-def run_segmentation(
-    backbone: nn.Module, cfg: SegmentationConfig, output_dir: str | Path, *, device: torch.device,
-    autocast: contextlib.AbstractContextManager | None = None, model_name: str = "",
-) -> dict[str, Any]:
+def run_segmentation(backbone: EvalBackbone, config: SegmentationConfig, output_dir: str | Path) -> dict[str, Any]:
     """Trains, evaluates and writes ``config.yaml``, ``head.pt``, ``results.json`` and ``results.csv``."""
-    require_data_root(cfg.data.root, "the ADEChallengeData2016 folder")
-    head, stats = train_segmentation_head(backbone, cfg, device, autocast)
+    require_data_root(config.data.root, "the ADEChallengeData2016 folder")
+    model, device, autocast, name = backbone.load(), backbone.device, backbone.autocast, backbone.name
+    head, stats = train_segmentation_head(model, config, device, autocast)
     save_head(Path(output_dir) / "head.pt", head, task=TASK, meta={
-        "in_dim": head.in_dim, "num_classes": head.out_channels, "model": model_name,
-        "eval": asdict(cfg.eval),
+        "in_dim": head.in_dim, "num_classes": head.out_channels, "model": name,
+        "eval": asdict(config.eval),
     })
-    metrics = evaluate_segmentation(backbone, head, cfg, device, autocast)
-    results = {"model": model_name, "protocol": "ade20k_linear", **stats, **metrics}
+    metrics = evaluate_segmentation(model, head, config, device, autocast)
+    results = {"model": name, "protocol": "ade20k_linear", **stats, **metrics}
     table = [{"class": i, "IoU": iou, "Acc": acc} for i, (iou, acc) in enumerate(zip(metrics["IoU"], metrics["Acc"]))]
-    summary = (f"segmentation {model_name}: mIoU {metrics['mIoU']:.2f} aAcc {metrics['aAcc']:.2f} "
-               f"({metrics['num_images']} images, {cfg.train.iterations} its)")
-    write_run_outputs(output_dir, config=cfg, results=results, summary=summary, table=table)
+    summary = (f"segmentation {name}: mIoU {metrics['mIoU']:.2f} aAcc {metrics['aAcc']:.2f} "
+               f"({metrics['num_images']} images, {config.train.iterations} its)")
+    write_run_outputs(output_dir, config=config, results=results, summary=summary, table=table)
     return results

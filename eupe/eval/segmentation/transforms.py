@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor
 
 from ...data.transforms import resize_short_side
-from ..dense import image_to_tensor
+from ..dense.transforms import image_to_tensor
 from .data import IGNORE_INDEX
 
 

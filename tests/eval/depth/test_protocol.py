@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from eupe.cli import eval_depth
 from eupe.config import load_config
+from eupe.eval import EvalBackbone
 from eupe.eval.dense import extract_patch_features
 from eupe.eval.depth import DepthConfig, DepthHead, load_depth_head, predict_depth, run_depth
 from eupe.eval.depth.metrics import METRIC_NAMES
@@ -33,7 +34,7 @@ def test_run_depth_writes_outputs(tmp_path):
     root = write_nyu(tmp_path / "nyu")
     cfg = load_config(DepthConfig, None, [f"data.root={root}", *TINY])
     backbone = tiny_vit().eval().requires_grad_(False)
-    results = run_depth(backbone, cfg, tmp_path / "out", device=torch.device("cpu"), model_name="tiny")
+    results = run_depth(EvalBackbone.of(backbone, name="tiny"), cfg, tmp_path / "out")
     assert set(METRIC_NAMES) <= set(results) and results["num_images"] == 2
     assert results["rmse"] > 0 and 0 <= results["delta1"] <= 1
     saved = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from eupe.cli import eval_keypoints
+from eupe.eval import EvalBackbone
 from eupe.eval.keypoints import (
     KeypointDataError,
     KeypointsConfig,
@@ -151,8 +152,8 @@ def test_run_and_cli(tmp_path, capsys):
     write_spair(tmp_path / "spair", [("000001-a-b", "cat", "a.jpg", "b.jpg", KPS, KPS, [0, 0, 100, 80]),
                                      ("000002-c-d", "dog", "c.jpg", "d.jpg", KPS[:1], KPS[:1], [0, 0, 100, 80])],
                 sizes={"c.jpg": (60, 90)})
-    results = run_keypoints(tiny_vit().eval(), KeypointsConfig(root=str(tmp_path / "spair"), image_size=32),
-                            tmp_path / "out", device=torch.device("cpu"), model_name="tiny")
+    results = run_keypoints(EvalBackbone.of(tiny_vit().eval(), name="tiny"),
+                            KeypointsConfig(root=str(tmp_path / "spair"), image_size=32), tmp_path / "out")
     assert results["num_pairs"] == 2 and results["num_keypoints"] == 4 and set(results["per_category"]) == {"cat", "dog"}
     assert results["pck_category_mean"] == pytest.approx(np.mean(list(results["per_category"].values())))
     assert (tmp_path / "out" / "results.csv").read_text().startswith("category,pck,keypoints,pairs")

@@ -11,6 +11,7 @@ import yaml
 
 from eupe.cli import eval_segmentation
 from eupe.config import load_config
+from eupe.eval import EvalBackbone
 from eupe.eval.segmentation import SegmentationConfig, load_segmentation_head, predict_segmentation, run_segmentation
 from tests.eval.segmentation.test_data import write_ade20k
 from tests.helpers import tiny_vit
@@ -32,7 +33,7 @@ def test_run_segmentation_writes_outputs(tmp_path):
     cfg = load_config(SegmentationConfig, None, [f"data.root={root}", *TINY])
     backbone = tiny_vit().eval().requires_grad_(False)
     out = tmp_path / "out"
-    results = run_segmentation(backbone, cfg, out, device=torch.device("cpu"), model_name="tiny")
+    results = run_segmentation(EvalBackbone.of(backbone, name="tiny"), cfg, out)
     assert 0.0 <= results["mIoU"] <= 100.0 and results["num_images"] == 3
     saved = json.loads((out / "results.json").read_text())
     assert saved["mIoU"] == pytest.approx(results["mIoU"]) and len(saved["IoU"]) == 150
@@ -46,7 +47,7 @@ def test_run_segmentation_writes_outputs(tmp_path):
 
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="--data-root"):
-        run_segmentation(tiny_vit(), SegmentationConfig(), tmp_path, device=torch.device("cpu"))
+        run_segmentation(EvalBackbone.of(tiny_vit()), SegmentationConfig(), tmp_path)
 
 
 def _cli(argv):

@@ -1,0 +1,73 @@
+"""``eupe vlm``: EUPE as the vision tower of LLaVA-1.5-style VLMs on transformers (build, train, eval, demo)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import shipped_configs
+
+
+def _add_config_args(parser: argparse.ArgumentParser, group: str, example: str) -> None:
+    parser.add_argument("--config", required=True,
+                        help=f"a shipped config ({', '.join(shipped_configs(group))}) or a YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {example} (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("vlm", help="EUPE inside LLaVA-style VLMs: build, train, eval, demo",
+                                   description=__doc__)
+    commands = parser.add_subparsers(dest="vlm_command", metavar="VLM_COMMAND", required=True)
+
+    build = commands.add_parser("build", help="EUPE checkpoint + causal LM -> an untrained LLaVA-1.5 folder",
+                                description="Assembles tower, LLaVA-1.5 projector (Linear-GELU-Linear) and a language "
+                                            "model into a transformers folder (AutoModelForImageTextToText).")
+    build.add_argument("--eupe-model", default="eupe_vits16", help="registered EUPE model (default: %(default)s)")
+    build.add_argument("--eupe-weights", default=None,
+                       help="EUPE checkpoint (path, URL, hf://); 'random' for an untrained tower "
+                            "(default: the released weights)")
+    build.add_argument("--language-model", required=True, help="causal LM: hub id or local folder")
+    build.add_argument("--gguf-file", default=None, help="a GGUF file inside --language-model (dequantised)")
+    build.add_argument("--feature-layer", choices=("last_norm", "last", "penultimate"), default="last_norm",
+                       help="which tower tokens feed the projector (default: %(default)s)")
+    build.add_argument("--image-size", type=int, default=384, help="tower input size (default: %(default)s)")
+    build.add_argument("--chat-template", default=None,
+                       help="a Jinja chat-template file, for LMs that have none (default: the LM's own)")
+    build.add_argument("--output", required=True, help="folder to write")
+    build.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty folder")
+    build.set_defaults(func=run_build)
+
+    train = commands.add_parser("train", help="stage (a) projector or (b) projector + LLM on transformers.Trainer",
+                                epilog="Under torchrun the run is distributed as any Trainer run; a rerun with the "
+                                       "same output_dir resumes.")
+    _add_config_args(train, "vlm", "data=llava_v1_5_mix665k.json")
+    train.set_defaults(func=run_train)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..vlm import build_vlm
+
+    random_tower = args.eupe_weights == "random"
+    template = Path(args.chat_template).read_text() if args.chat_template else None
+    built = build_vlm(args.eupe_model, None if random_tower else args.eupe_weights, args.language_model, args.output,
+                      eupe_pretrained=not random_tower, feature_layer=args.feature_layer, image_size=args.image_size,
+                      gguf_file=args.gguf_file, chat_template=template, overwrite=args.overwrite)
+    print(f"VLM folder: {built.path} ({built.model.config.image_seq_length} visual tokens per image)")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..config import to_dict
+    from ..vlm.train import load_train_config, train_stage
+
+    cfg = load_train_config(args.config, args.overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    print(f"trained VLM: {train_stage(cfg)}")
+    return 0
