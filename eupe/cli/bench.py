@@ -25,7 +25,7 @@ _LIST_FLAGS = ("models", "sizes", "batch_sizes", "backends")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmark inference speed", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
+    add_config_args(parser, example="rounds=20")
     parser.add_argument("--models", help="comma-separated model names (default eupe_vits16)")
     parser.add_argument("--sizes", help="comma-separated square input sizes (default 256)")
     parser.add_argument("--batch-sizes", help="comma-separated batch sizes (default 1,8)")
