@@ -44,6 +44,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_config_args(train, "vlm", "data=llava_v1_5_mix665k.json")
     train.set_defaults(func=run_train)
 
+    evaluate = commands.add_parser("eval", help="answer a benchmark's questions and score them as lmms-eval does",
+                                   epilog="Writes results.json, predictions.jsonl and config.yaml; a rerun resumes.")
+    evaluate.add_argument("--model", required=True, help="a VLM folder (eupe vlm build / train output)")
+    evaluate.add_argument("--benchmark", required=True,
+                          help="pope, textvqa, gqa, scienceqa_img, realworldqa or mme, read from --data-root")
+    evaluate.add_argument("--data-root", required=True, help="the benchmark's files in their released layout")
+    evaluate.add_argument("--output-dir", required=True, help="where results.json and predictions.jsonl go")
+    evaluate.add_argument("--config", default=None, help="YAML file with more settings (see the saved config.yaml)")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override one setting, e.g. --set limit=100 (repeatable)")
+    evaluate.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..vlm.evaluate import VLMEvalConfig, format_results_table, run_vlm_eval
+
+    overrides = [f"model={args.model}", f"benchmark={args.benchmark}", f"data_root={args.data_root}", *args.overrides]
+    cfg = load_config(VLMEvalConfig, args.config, overrides)
+    results = run_vlm_eval(cfg, args.output_dir)
+    print(format_results_table([results]))
+    return 0
+
 
 def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path

@@ -160,11 +160,11 @@ CONVNEXT_SIZES = {
     "base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
 }
 
-for _size, _letter, _params in (("tiny", "T", "29M"), ("small", "S", "50M"), ("base", "B", "89M")):
+for _size, _letter in (("tiny", "T"), ("small", "S"), ("base", "B")):
     register_model(
         f"eupe_convnext_{_size}",
         ConvNeXt,
         CONVNEXT_SIZES[_size],
         pretrained=PretrainedCfg(hf_hub_id=f"facebook/EUPE-ConvNeXt-{_letter}", filename=f"EUPE-ConvNeXt-{_letter}.pt"),
-        description=f"EUPE ConvNeXt-{_size.capitalize()} student ({_params})",
+        description=f"EUPE ConvNeXt-{_size.capitalize()} student",
     )

@@ -234,19 +234,19 @@ def _eupe_pretrained(size: str) -> PretrainedCfg:
 
 
 register_model("eupe_vitt16", VisionTransformer, dict(_EUPE_VIT, embed_dim=192, depth=12, num_heads=3),
-               pretrained=_eupe_pretrained("T"), description="EUPE ViT-T/16 student (6M)")
+               pretrained=_eupe_pretrained("T"), description="EUPE ViT-T/16 student")
 register_model("eupe_vits16", VisionTransformer, dict(_EUPE_VIT, embed_dim=384, depth=12, num_heads=6),
-               pretrained=_eupe_pretrained("S"), description="EUPE ViT-S/16 student (21M)")
+               pretrained=_eupe_pretrained("S"), description="EUPE ViT-S/16 student")
 register_model("eupe_vitb16", VisionTransformer, dict(_EUPE_VIT, embed_dim=768, depth=12, num_heads=12),
-               pretrained=_eupe_pretrained("B"), description="EUPE ViT-B/16 student (86M)")
+               pretrained=_eupe_pretrained("B"), description="EUPE ViT-B/16 student")
 # Teacher / proxy sizes of the recipe, in the DINOv3 checkpoint layout.
 register_model("vitl16", VisionTransformer, dict(_EUPE_VIT, embed_dim=1024, depth=24, num_heads=16),
-               description="ViT-L/16 (DINOv3 layout, 300M)")
+               description="ViT-L/16 (DINOv3 layout)")
 register_model("vith16plus", VisionTransformer,
                dict(_EUPE_VIT, embed_dim=1280, depth=32, num_heads=20, ffn_ratio=6.0, ffn_layer="swiglu"),
-               description="ViT-H+/16 with SwiGLU FFN (DINOv3-H+ layout, 840M)")
+               description="ViT-H+/16 with SwiGLU FFN (DINOv3-H+ layout)")
 # The paper's proxy is "1.9B, 4 registers" without a shape. We take a PE-G-like width/depth (1536 x 50) with a
 # plain GELU MLP of ratio 6 and head dim 64: 1.89B parameters, patch 16 so its grid matches the students'.
 register_model("eupe_proxy_vitg16", VisionTransformer,
                dict(_EUPE_VIT, embed_dim=1536, depth=50, num_heads=24, ffn_ratio=6.0),
-               description="EUPE stage-1 proxy ViT-G/16 (1.89B; shape chosen here, the paper leaves it open)")
+               description="EUPE stage-1 proxy ViT-G/16 (shape chosen here, the paper leaves it open)")

@@ -28,3 +28,31 @@ def test_build_refuses_a_non_empty_output(tiny_lm_dir, tmp_path, capsys):
     assert main(["vlm", "build", "--eupe-model", "eupe_vitt16", "--eupe-weights", "random", "--language-model",
                  str(tiny_lm_dir), "--output", str(tmp_path / "taken")]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_eval_writes_results_and_prints_the_table(tiny_lm_dir, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    vlm, pope = tmp_path / "vlm", tmp_path / "pope"
+    assert main(["vlm", "build", "--eupe-model", "eupe_vitt16", "--eupe-weights", "random", "--language-model",
+                 str(tiny_lm_dir), "--image-size", "32", "--output", str(vlm)]) == 0
+    (pope / "val2014").mkdir(parents=True)
+    for split in ("random", "popular", "adversarial"):
+        lines = []
+        for qid, label in enumerate(("yes", "no")):
+            Image.new("RGB", (12, 8), (120 * qid, 50, 0)).save(pope / "val2014" / f"COCO_val2014_{qid:012d}.jpg")
+            lines.append(json.dumps({"question_id": qid, "image": f"COCO_val2014_{qid:012d}.jpg",
+                                     "text": "Is there a cat in the image?", "label": label}))
+        (pope / f"coco_pope_{split}.json").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert main(["vlm", "eval", "--model", str(vlm), "--benchmark", "pope", "--data-root", str(pope),
+                 "--output-dir", str(out), "--set", "max_new_tokens=2", "--set", "ci_resamples=20"]) == 0
+    assert "pope" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["benchmark"] == "pope" and len((out / "predictions.jsonl").read_text().splitlines()) == 6
+    assert main(["vlm", "eval", "--model", str(vlm), "--benchmark", "popes", "--data-root", str(pope),
+                 "--output-dir", str(tmp_path / "other")]) == 2
+    assert "pope" in capsys.readouterr().err
