@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..layers import SwiGLUFFN
 from ..layers.attention import qkv_bias
 from ..loading import load_into
@@ -35,6 +36,7 @@ from .verify import VerificationReport, verify_export
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PROJECTORS_FILE = "projectors.safetensors"
+PREPROCESSOR_FILE = "preprocessor_config.json"
 _PREFIX_RENAMES = {"patch_embed.proj.": "embeddings.patch_embeddings.", "norm.": "norm."}
 _BLOCK_RENAMES = {  # eupe block sub-key -> transformers layer sub-key
     "norm1.": "norm1.", "norm2.": "norm2.", "attn.proj.": "attention.o_proj.",
@@ -141,8 +143,18 @@ def to_hf_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.float().contiguous().clone() for k, v in out.items()}
 
 
-def save_hf(model: nn.Module, directory: str | Path) -> Path:
-    """Writes ``config.json`` + ``model.safetensors`` (+ ``projectors.safetensors`` if the model carries any)."""
+def image_processor_config(image_size: int = 256) -> dict:
+    """``preprocessor_config.json`` of the model card's transform (square bilinear resize, [0, 1], ImageNet
+    mean/std) as transformers' ``ViTImageProcessor``, which ``AutoImageProcessor`` loads without torchvision."""
+    return {"image_processor_type": "ViTImageProcessor", "do_resize": True,
+            "size": {"height": image_size, "width": image_size}, "resample": 2,  # PIL.Image.BILINEAR
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
+
+
+def save_hf(model: nn.Module, directory: str | Path, *, image_size: int = 256) -> Path:
+    """Writes ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json`` (the matching image processor,
+    for ``image_size`` inputs) (+ ``projectors.safetensors`` if the model carries any)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -157,6 +169,7 @@ def save_hf(model: nn.Module, directory: str | Path) -> Path:
         with atomic_path(directory / PROJECTORS_FILE) as tmp:
             save_file({k: v.contiguous() for k, v in projectors.items()}, str(tmp), metadata={"format": "pt"})
     atomic_write_json(directory / CONFIG_FILE, hf_config(model))
+    atomic_write_json(directory / PREPROCESSOR_FILE, image_processor_config(image_size))
     return directory
 
 

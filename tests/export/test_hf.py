@@ -90,3 +90,19 @@ def test_unsupported_models_and_folders(tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps(dict(cfg, model_type="dinov2")))
     with pytest.raises(ExportError, match="only 'dinov3_vit'"):
         load_hf(tmp_path)
+
+
+def test_image_processor_reloads_with_transformers_and_matches_the_model_card_transform(tmp_path, vit):
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+    from PIL import Image
+
+    import eupe
+
+    save_hf(vit, tmp_path, image_size=64)
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    model = transformers.AutoModel.from_pretrained(tmp_path)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(pixels[0], eupe.make_transform(64)(image), atol=1e-5, rtol=0)
+    assert model(pixel_values=pixels).last_hidden_state.shape == (1, 1 + 4 + 16, 64)
