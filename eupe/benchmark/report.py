@@ -41,16 +41,15 @@ def _fmt(value: object, digits: int = 1) -> str:
 
 
 def markdown_table(results: Sequence[BenchResult]) -> str:
-    lines = ["| model | size | batch | backend | median ms (IQR) | img/s | vs eager | peak MiB | GFLOPs/img |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """One row per result; a backend that did not run says why in the last column."""
+    lines = ["| model | size | batch | backend | median ms (IQR) | img/s | vs eager | peak MiB | GFLOPs/img | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows(results):
-        if row["error"]:
-            timing = f"n/a: {row['error']}"
-        else:
-            timing = f"{_fmt(row['median_ms'])} ({_fmt(row['p25_ms'])}–{_fmt(row['p75_ms'])})"
+        timing = "–" if row["error"] else f"{_fmt(row['median_ms'])} ({_fmt(row['p25_ms'])}–{_fmt(row['p75_ms'])})"
+        speedup = "–" if row["error"] else f"{_fmt(row['speedup_vs_eager'], 2)}x"
         lines.append(f"| {row['model']} | {row['size']} | {row['batch']} | {row['backend']} | {timing} | "
-                     f"{_fmt(row['images_per_s'])} | {_fmt(row['speedup_vs_eager'], 2)}x | "
-                     f"{_fmt(row['peak_mem_mib'], 0)} | {_fmt(row['gflops_per_image'], 2)} |")
+                     f"{_fmt(row['images_per_s'])} | {speedup} | {_fmt(row['peak_mem_mib'], 0)} | "
+                     f"{_fmt(row['gflops_per_image'], 2)} | {row['error'] or ''} |")
     return "\n".join(lines) + "\n"
 
 

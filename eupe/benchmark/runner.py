@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..utils.logs import quiet
 from .backends import BACKENDS, BuildContext, Runner, scratch_dir
 from .measure import gflops_per_image, peak_memory_mib, synchronize
 
@@ -120,7 +122,8 @@ def _bench_shape(model: nn.Module, ctx: BuildContext, cfg: BenchConfig, size: in
     x_cpu = torch.randn(batch, 3, size, size)
     ready: dict[str, tuple[Runner, torch.Tensor]] = {}
     results = {b: BenchResult(ctx.model_name, size, batch, b, gflops_per_image=gflops) for b in cfg.backends}
-    for name in cfg.backends:
+    for name in tqdm(cfg.backends, desc=f"preparing backends for {ctx.model_name} {size}px b{batch}", leave=False,
+                     disable=None):
         backend = BACKENDS[name]
         reason = backend.unavailable_reason()
         if reason:
@@ -128,7 +131,10 @@ def _bench_shape(model: nn.Module, ctx: BuildContext, cfg: BenchConfig, size: in
             continue
         try:
             x = x_cpu.to(backend.device)
-            run = backend.runner(model, x, ctx)
+            # Exporters and optimizers log every rewrite and warn about their own internals; failures still raise.
+            with quiet(logging.WARNING), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run = backend.runner(model, x, ctx)
             # The first call allocates the backend's working memory: that is when its peak is visible.
             results[name].peak_mem_mib = peak_memory_mib(run, x)
             for _ in range(cfg.warmup):

@@ -11,7 +11,7 @@ from typing import Iterator
 def quiet(level: int = logging.INFO) -> Iterator[None]:
     """Drops log records at ``level`` and below while the block runs (third-party tools that log every step)."""
     previous = logging.root.manager.disable
-    logging.disable(level)
+    logging.disable(max(level, previous))  # nested blocks never let through what an outer one drops
     try:
         yield
     finally:

@@ -26,3 +26,26 @@ def test_bench_writes_table_csv_and_chart(tmp_path, capsys):
 def test_bench_rejects_unknown_keys(tmp_path, capsys):
     assert cli.main(["bench", "--output-dir", str(tmp_path), "--set", "speed=fast"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_bench_prints_its_table_in_under_60_lines(tmp_path, capfd):
+    import logging
+
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    logging.basicConfig(level=logging.INFO, force=True)  # as the console script logs: every INFO line would show
+    code = cli.main(["bench", "--models", "eupe_vitt16", "--sizes", "32", "--batch-sizes", "1", "--backends",
+                     "eager,onnxruntime",
+                     "--output-dir", str(tmp_path), "--set", "rounds=2", "--set", "warmup=1", "--set", "depth=1"])
+    out, err = capfd.readouterr()
+    assert code == 0 and len((out + err).splitlines()) < 60, out + err
+    assert "| eupe_vitt16 | 32 | 1 | onnxruntime |" in out
+
+
+def test_a_backend_that_did_not_run_says_why_in_the_note_column():
+    from eupe.benchmark import BenchResult, markdown_table
+
+    row = markdown_table([BenchResult("m", 32, 1, "executorch", error="needs executorch: pip install x")]).splitlines()[-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "–" and cells[-1] == "needs executorch: pip install x"
