@@ -39,7 +39,8 @@ def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "
     )
     group.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     group.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                       help="bf16 autocast: auto = on CUDA only (default: %(default)s)")
+                       help="bf16 autocast: auto = where the hardware runs bf16 natively (CUDA, AMX, AVX512-BF16) "
+                            "(default: %(default)s)")
     group.add_argument("--quantize", choices=("int8",), default=None,
                        help="dynamic int8 quantisation of the Linear layers (CPU)")
     # Architecture overrides (e.g. depth=1): for tests and custom shapes, not part of the documented interface.

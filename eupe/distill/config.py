@@ -55,7 +55,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0  # 0 disables
-    amp: str = "auto"  # bf16 autocast: auto (CUDA only), bf16, fp32 (none)
+    amp: str = "auto"  # bf16 autocast: auto (where bf16 is native: CUDA, AMX, AVX512-BF16), bf16, fp32
     parallel: str = "ddp"  # ddp | fsdp | none (used under torchrun)
     device: str | None = None
     seed: int = 0

@@ -10,14 +10,16 @@ AMP_CHOICES = ("auto", "bf16", "fp32")
 
 
 def fast_bf16(device: torch.device | str) -> bool:
-    """True where bf16 matrix products run natively: CUDA GPUs with bf16, and CPUs with AMX tiles (Intel Sapphire
-    Rapids and later), where oneDNN runs bf16 convolutions and matmuls several times faster than fp32."""
+    """True where bf16 matrix products run natively, several times faster than fp32: CUDA GPUs with bf16, and
+    CPUs with AMX tiles (Intel Sapphire Rapids and later) or AVX512-BF16 (e.g. AMD Zen 4), which oneDNN uses for
+    bf16 matmuls and convolutions. Plain AVX2/AVX512 CPUs emulate bf16 and run it no faster than fp32."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so looked up defensively
-        return bool(amx and amx() and torch.backends.mkldnn.is_available())
+        # torch's own CPU feature checks (private, so looked up defensively)
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return torch.backends.mkldnn.is_available() and any(bool(check and check()) for check in checks)
     return False
 
 
@@ -37,11 +39,12 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 def bf16_enabled(amp: str, device: torch.device | str) -> bool:
     """Whether a run with precision ``amp`` uses bf16 autocast on ``device``.
 
-    ``auto``: bf16 on CUDA only (CPU runs stay in fp32); ``bf16``: always; ``fp32``: never.
+    ``auto``: bf16 where the hardware runs it natively (:func:`fast_bf16`), fp32 elsewhere; ``bf16``: always;
+    ``fp32``: never.
     """
     if amp not in AMP_CHOICES:
         raise ValueError(f"precision {amp!r} is not one of {list(AMP_CHOICES)}")
-    return amp == "bf16" or (amp == "auto" and torch.device(device).type == "cuda")
+    return amp == "bf16" or (amp == "auto" and fast_bf16(device))
 
 
 def autocast(amp: str, device: torch.device | str) -> contextlib.AbstractContextManager:

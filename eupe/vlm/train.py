@@ -49,7 +49,7 @@ class VLMTrainConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_length: int = 2048  # tokens per sample, image tokens included (never cut)
-    amp: str = "auto"  # bf16 autocast: auto (CUDA only), bf16, fp32
+    amp: str = "auto"  # bf16 autocast: auto (where bf16 is native: CUDA, AMX, AVX512-BF16), bf16, fp32
     gradient_checkpointing: bool = False  # of the language model (stage b at 7B scale)
     save_steps: int = 500
     save_total_limit: int = 2

@@ -10,6 +10,9 @@ def test_fast_bf16_answers_for_each_device_type(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert fast_bf16(torch.device("cpu")) is torch.backends.mkldnn.is_available()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert fast_bf16("cpu") is torch.backends.mkldnn.is_available()  # AVX512-BF16 without AMX (AMD Zen 4)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     assert fast_bf16("cpu") is False
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert fast_bf16("cuda") is False
@@ -33,8 +36,10 @@ def test_one_precision_policy_for_every_command():
 
     from eupe.utils.device import autocast, bf16_enabled
 
-    assert bf16_enabled("bf16", "cpu") and not bf16_enabled("fp32", "cuda") and not bf16_enabled("auto", "cpu")
-    assert bf16_enabled("auto", "cuda")
+    import eupe.utils.device as device
+
+    assert bf16_enabled("bf16", "cpu") and not bf16_enabled("fp32", "cuda")
+    assert bf16_enabled("auto", "cpu") is device.fast_bf16("cpu")  # auto follows what the hardware runs natively
     with autocast("bf16", "cpu"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="not one of"):
