@@ -271,8 +271,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     atomic_write_json(out / "results.json", report)
     if available("matplotlib"):
         bar_chart(results, out / "knn.png", xlabel="k-NN top-1 (%)", x_max=100,
-                  title=f"k-NN top-1 on {len(data.eval_class_names)} held-out classes of {Path(cfg.images).name} "
-                        f"(k={cfg.knn_k}, cosine, majority vote)")
+                  title=f"k-NN top-1 on {len(data.eval_class_names)} held-out classes (k={cfg.knn_k}, cosine, "
+                        f"majority vote)\n{cfg.images}")
     else:
         logger.info("knn.png not drawn: %s", install_hint("matplotlib"))
     return report
