@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     report = run_demo(cfg)
-    print(format_table(report["knn_top1"]))
+    print(format_table(report["knn_top1"], report["knn_top1_ci95"]))
     print(f"total {report['total_s']:.0f}s  " + "  ".join(f"{k}: {v:.0f}s" for k, v in report["times_s"].items()))
     print(f"results: {Path(cfg.output_dir) / 'results.json'}  chart: {Path(cfg.output_dir) / 'knn.png'}")
     return 0

@@ -43,6 +43,7 @@ from ..distill.config import DistillConfig, validate
 from ..distill.data import DataError, InMemoryImages
 from ..distill.trainer import Distiller, RunResult
 from ..eval.knn import KnnConfig, knn_classify
+from ..eval.stats import ConfidenceInterval, bootstrap_ci
 from ..loading import load
 from ..models import create_model
 from ..teachers import Teacher, TeacherSpec, build_teachers
@@ -195,13 +196,15 @@ def knn_bank(labels: Tensor, seed: int) -> Tensor:
     return bank
 
 
-def knn_top1(features: Tensor, labels: Tensor, k: int, seed: int) -> float:
-    """Top-1 (%) of a cosine majority-vote k-NN with the :func:`knn_bank` split."""
+def knn_top1(features: Tensor, labels: Tensor, k: int, seed: int) -> ConfidenceInterval:
+    """Top-1 (%) of a cosine majority-vote k-NN with the :func:`knn_bank` split, with its 95% bootstrap interval
+    over the queries."""
     bank = knn_bank(labels, seed)
     feats = F.normalize(features.float(), dim=1)  # L2 ranking on unit vectors = cosine ranking
     cfg = KnnConfig(protocol="paper", paper_ks=[k], topk=[1])
     pred = knn_classify(feats[bank], labels[bank], feats[~bank], int(labels.max()) + 1, cfg)["paper"][k][:, 0]
-    return float((pred == labels[~bank]).float().mean() * 100)
+    correct = ((pred == labels[~bank]).float() * 100).tolist()
+    return bootstrap_ci(correct, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -258,9 +261,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     r3 = Distiller(s3, primary=source(s3), data_id=data.data_id).run()
     lap("stage 3 (multi-resolution)")
 
-    results = evaluate(cfg, data, teachers, r1, r3)
+    intervals = evaluate(cfg, data, teachers, r1, r3)
     lap("k-NN evaluation")
-    report = {"knn_top1": results, "times_s": times, "total_s": round(sum(times.values()), 1),
+    results = {name: round(ci.estimate, 2) for name, ci in intervals.items()}
+    report = {"knn_top1": results,
+              "knn_top1_ci95": {name: [round(ci.low, 2), round(ci.high, 2)] for name, ci in intervals.items()},
+              "times_s": times, "total_s": round(sum(times.values()), 1),
               "cpu_times_s": cpu_times, "total_cpu_s": round(sum(cpu_times.values()), 1),
               "eval_classes": data.eval_class_names, "distill_classes": data.distill_class_names,
               "n_distill_images": len(data.distill), "n_eval_images": len(data.eval_images),
@@ -270,7 +276,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
               "config": to_dict(cfg)}
     atomic_write_json(out / "results.json", report)
     if available("matplotlib"):
-        bar_chart(results, out / "knn.png", xlabel="k-NN top-1 (%)", x_max=100,
+        bar_chart(results, out / "knn.png", xlabel="k-NN top-1 (%), 95% bootstrap interval over queries", x_max=100,
+                  intervals={name: (ci.low, ci.high) for name, ci in intervals.items()},
                   title=f"k-NN top-1 on {len(data.eval_class_names)} held-out classes (k={cfg.knn_k}, cosine, "
                         f"majority vote)\n{cfg.images}")
     else:
@@ -279,7 +286,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def evaluate(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], proxy: RunResult,
-             student: RunResult) -> dict[str, float]:
+             student: RunResult) -> dict[str, ConfidenceInterval]:
     images = eval_batch(data.eval_images, cfg.eval_size)
     small = eval_batch(data.eval_images, cfg.student_eval_size) if cfg.student_eval_size else images
     labels = data.eval_labels
@@ -294,12 +301,15 @@ def evaluate(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], prox
     torch.manual_seed(cfg.seed)
     extractors["same student, random init"] = (backbone_features(create_model(s_cfg.model, **s_cfg.arch)), small)
     extractors["raw pixels (16x16)"] = (lambda x: F.interpolate(x, size=(16, 16), mode="area").flatten(1), images)
-    return {name: round(knn_top1(embed(fn, batch), labels, cfg.knn_k, cfg.seed), 2)
-            for name, (fn, batch) in extractors.items()}
+    return {name: knn_top1(embed(fn, batch), labels, cfg.knn_k, cfg.seed) for name, (fn, batch) in extractors.items()}
 
 
-def format_table(results: dict[str, float]) -> str:
+def format_table(results: dict[str, float], intervals: dict[str, list[float]] | None = None) -> str:
+    """The k-NN table as text, with each row's 95% interval when given."""
     width = max(len(n) for n in results)
-    lines = [f"{'model':{width}s}  k-NN top-1 (%)", "-" * (width + 16)]
-    lines += [f"{name:{width}s}  {value:6.2f}" for name, value in results.items() if math.isfinite(value)]
+    lines = [f"{'model':{width}s}  k-NN top-1 (%)  95% interval", "-" * (width + 30)]
+    for name, value in results.items():
+        low, high = (intervals or {}).get(name, (math.nan, math.nan))
+        interval = f"[{low:5.1f}, {high:5.1f}]" if math.isfinite(low) else ""
+        lines.append(f"{name:{width}s}  {value:14.2f}  {interval}")
     return "\n".join(lines)
