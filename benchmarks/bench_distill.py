@@ -8,6 +8,11 @@
 3. Peak memory of a small run (CPU: max RSS of the process; CUDA: max allocated).
 4. Data: views decoded and augmented per second from JPEG files (stage-2 augmentation at 256 px), inside the step
    (``data.workers=0``) and in worker processes, and the wait for the first batch.
+5. Step variants: the full stage-2 step eager and under ``torch.compile`` (``student.compile``), in fp32 and bf16
+   autocast (``train.amp``), interleaved after each variant's warm-up (compilation), median per step and the ratio
+   to eager fp32. bf16 pays off only where the CPU runs it natively (AMX, AVX512-BF16; see ``fast_bf16``).
+
+``--only overhead,variants`` runs a subset.
 
 Memory plan at the paper's scale (bf16 autocast, AdamW fp32 states):
 * Stage 1, 1.9B proxy with FSDP2 (``train.parallel: fsdp``, ``fully_shard`` per block then the root): fp32
@@ -64,11 +69,11 @@ def center_crop(size: int):
 
 
 def make(out: Path, *, size: int, batch: int, n_images: int, teacher_dim: int, teacher_depth: int, iterations: int,
-         cache: bool = False) -> Distiller:
+         cache: bool = False, extra: tuple[str, ...] = ("train.amp=fp32",)) -> Distiller:
     overrides = [
         "student.model=eupe_vitt16", "student.arch={depth: 4}", "student.head_hidden_dim=384",
         f"data.augment.size={size}", f"data.student_scales=[{size}]", f"train.global_batch_size={batch}",
-        f"train.iterations={iterations}", "train.norm_iterations=2", "train.device=cpu", "train.amp=fp32",
+        f"train.iterations={iterations}", "train.norm_iterations=2", "train.device=cpu", *extra,
         f"output.dir={out}", "output.progress=false", "output.tensorboard=false", "output.checkpoint_every=100000",
         f"cache.enabled={str(cache).lower()}", "cache.views_per_image=1", f"cache.batch_size={batch}",
     ]
@@ -170,6 +175,29 @@ def bench_data(tmp: Path, batch: int, workers: int, steps: int = 6) -> None:
               f"(batch {batch}, 256 px JPEG crops)")
 
 
+def bench_variants(tmp: Path, rounds: int, size: int, batch: int, warmup: int = 3) -> None:
+    variants = {f"{'compiled' if compiled else 'eager'} {amp}": (f"student.compile={str(compiled).lower()}",
+                                                                 f"train.amp={amp}")
+                for amp in ("fp32", "bf16") for compiled in (False, True)}
+    runs = {}
+    for name, extra in variants.items():
+        d = make(tmp / name.replace(" ", "_"), size=size, batch=batch, n_images=4 * batch, teacher_dim=384,
+                 teacher_depth=6, iterations=10_000, extra=extra)
+        d.measure_normalization()
+        d.student.train()
+        compile_s = sum(timed(lambda i=i, d=d: d.train_step(i)) for i in range(warmup))
+        runs[name] = (d, [warmup], [], compile_s)
+    for _ in range(rounds):
+        for d, step, times, _ in runs.values():
+            times.append(timed(lambda d=d, s=step[0]: d.train_step(s)))
+            step[0] += 1
+    base = statistics.median(runs["eager fp32"][2])
+    for name, (_, _, times, warm) in runs.items():
+        median = statistics.median(times)
+        print(f"[variants] {name}: {median * 1e3:.1f} ms/step ({base / median:.2f}x eager fp32); first {warmup} "
+              f"steps incl. compilation {warm:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -178,13 +206,24 @@ def main() -> None:
     parser.add_argument("--cache-images", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="data worker processes for the data benchmark")
+    parser.add_argument("--only", default="overhead,cache,memory,data,variants",
+                        help="comma-separated sections to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    sections = {
+        "overhead": lambda tmp: bench_overhead(tmp, args.rounds, args.size, args.batch),
+        "cache": lambda tmp: bench_cache(tmp, args.size, args.batch, args.cache_images),
+        "memory": lambda tmp: bench_memory(tmp, args.size, args.batch),
+        "data": lambda tmp: bench_data(tmp, 4 * args.batch, args.workers),
+        "variants": lambda tmp: bench_variants(tmp, args.rounds, args.size, args.batch),
+    }
+    chosen = args.only.split(",")
+    unknown = sorted(set(chosen) - set(sections))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {unknown}; choose from {sorted(sections)}")
     with tempfile.TemporaryDirectory() as tmp:
-        bench_overhead(Path(tmp), args.rounds, args.size, args.batch)
-        bench_cache(Path(tmp), args.size, args.batch, args.cache_images)
-        bench_memory(Path(tmp), args.size, args.batch)
-        bench_data(Path(tmp), 4 * args.batch, args.workers)
+        for name in chosen:
+            sections[name](Path(tmp))
 
 
 if __name__ == "__main__":
