@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eupe.data.augment import Augment, AugmentConfig
 import eupe.demo.teachers  # noqa: F401  (registers the demo's stand-in teacher kinds)
+from eupe.data.augment import Augment, AugmentConfig
 from eupe.teachers import MissingTeacherDependency, TeacherSpec, build_teacher
 from eupe.utils.device import fast_bf16
 

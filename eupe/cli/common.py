@@ -22,8 +22,11 @@ import torch
 from torch import nn
 
 from ..config import load_config, parse_overrides
+from ..extract.provenance import backbone_identity, file_sha256
 from ..loading import load
-from ..utils.device import AMP_CHOICES, autocast, resolve_device
+from ..loading.sources import resolve_weights, split_key
+from ..models import get_model_entry
+from ..utils.device import AMP_CHOICES, autocast, bf16_enabled, resolve_device
 
 T = TypeVar("T")
 
@@ -37,6 +40,8 @@ def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "
         help="checkpoint: local .pt/.pth/.safetensors, file:// or https:// URL, or hf://org/repo[/file]; "
         "'random' for an untrained model (default: the released weights)",
     )
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of the initialisation with --weights random (default: %(default)s)")
     group.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     group.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                        help="bf16 autocast: auto = where the hardware runs bf16 natively (CUDA, AMX, AVX512-BF16) "
@@ -156,12 +161,28 @@ def _shown_default(value: Any) -> str:
 
 
 def backbone_from_args(args: argparse.Namespace) -> nn.Module:
-    """The frozen, eval-mode backbone of ``--model`` / ``--weights`` / ``--device`` (and hidden ``--arch``)."""
+    """The frozen, eval-mode backbone of ``--model`` / ``--weights`` / ``--device`` (and hidden ``--arch``);
+    ``--weights random`` initialises it from ``--seed`` (the global RNG is left as it was)."""
     random_init = args.weights == "random"
-    model = load(args.model, None if random_init else args.weights, pretrained=not random_init,
-                 device=resolve_device(args.device), quantize=getattr(args, "quantize", None),
-                 **parse_overrides(getattr(args, "arch", [])))
+    with torch.random.fork_rng(devices=[]) if random_init else contextlib.nullcontext():
+        if random_init:
+            torch.manual_seed(args.seed)
+        model = load(args.model, None if random_init else args.weights, pretrained=not random_init,
+                     device=resolve_device(args.device), quantize=getattr(args, "quantize", None),
+                     **parse_overrides(getattr(args, "arch", [])))
     return model.requires_grad_(False)
+
+
+def weights_digest(model: str, weights: str | None) -> str:
+    """``sha256:<hex>`` of the checkpoint file of ``--weights`` (``None``: the model's released weights), with its
+    ``#<key>`` suffix if it names one state dict of the file."""
+    entry = get_model_entry(model)
+    spec = weights if weights is not None else (entry.pretrained.default_source if entry.pretrained else None)
+    if spec is None:
+        raise ValueError(f"{model} has no released weights; pass --weights PATH, or --weights random")
+    path, key = split_key(spec)
+    local = resolve_weights(path, default_filename=entry.pretrained.filename if entry.pretrained else None)
+    return f"sha256:{file_sha256(local)}" + (f"#{key}" if key else "")
 
 
 def lazy_backbone(args: argparse.Namespace) -> Callable[[], nn.Module]:
@@ -169,9 +190,15 @@ def lazy_backbone(args: argparse.Namespace) -> Callable[[], nn.Module]:
     return functools.cache(lambda: backbone_from_args(args))
 
 
-def model_id(args: argparse.Namespace) -> str:
-    """Identifies the backbone in feature manifests, so that features of two models are never mixed."""
-    return json.dumps({"model": args.model, "weights": args.weights or "released", "arch": sorted(args.arch)})
+def model_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What the backbone of the command line is, by content (:func:`~eupe.extract.provenance.backbone_identity`):
+    its checkpoint's SHA-256 (or ``random`` and ``--seed``), architecture overrides, quantisation and precision.
+    Stored features and heads are keyed by it, so that two models, or two checkpoints at one path, never mix."""
+    random_init = args.weights == "random"
+    weights = "random" if random_init else weights_digest(args.model, args.weights)
+    precision = "bf16" if bf16_enabled(args.amp, resolve_device(args.device)) else "fp32"
+    return backbone_identity(args.model, weights, seed=args.seed if random_init else None, arch=args.arch,
+                             quantize=getattr(args, "quantize", None), precision=precision)
 
 
 def autocast_for(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:

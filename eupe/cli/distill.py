@@ -11,7 +11,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "distill", help="distil teachers into a student (stage 1, 2 or 3)", description=__doc__,
         epilog="Under torchrun the run is distributed (DDP for students, FSDP2 for the proxy). A rerun with the "
-               "same output.dir resumes from its newest checkpoint. The CPU demo of all three stages is `eupe demo`.")
+               "same output.dir resumes from its newest checkpoint, with the same settings and weight files: "
+               "--set resume.allow_changes=true resumes with other ones and records them in config_changes.jsonl "
+               "(logging, checkpoint frequency, data.workers and the folders may always change). One run at a "
+               "time writes into an output.dir. The CPU demo of all three stages is `eupe demo`.")
     parser.add_argument("--config", required=True,
                         help=f"a shipped config ({', '.join(shipped_configs('distill'))}) or a YAML path")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..eval import EvalBackbone
+from ..utils.outputs import locked_output_dir
 from .common import (
     ConfigFlag,
     FlagSpecs,
@@ -22,7 +23,7 @@ from .common import (
     as_overrides,
     autocast_for,
     lazy_backbone,
-    model_id,
+    model_identity,
     prefixed,
     resolve_config,
     resolve_device,
@@ -80,14 +81,18 @@ def add_probe_command(subparsers: argparse._SubParsersAction, name: str, config_
 
 
 def eval_backbone(args: argparse.Namespace) -> EvalBackbone:
-    """The backbone of the command line, loaded only when the protocol needs it."""
+    """The backbone of the command line, loaded (and its identity hashed) only when the protocol needs it."""
     device = resolve_device(args.device)
-    return EvalBackbone(lazy_backbone(args), device, model_id(args), autocast_for(args, device), args.model)
+    return EvalBackbone(lazy_backbone(args), device, functools.cache(lambda: model_identity(args)),
+                        autocast_for(args, device), args.model)
 
 
 def run_eval(args: argparse.Namespace, *, config_class: type, protocol: RunProtocol, records_backbone: bool) -> int:
     """Resolves ``config_class`` (with ``model``/``weights`` from the backbone flags if ``records_backbone``) and
-    runs ``protocol(backbone, config, output_dir)``."""
+    runs ``protocol(backbone, config, output_dir)`` holding the lock of ``--output-dir`` (a second run into it is
+    refused)."""
     recorded = as_overrides({"model": args.model, "weights": args.weights}) if records_backbone else []
-    protocol(eval_backbone(args), resolve_config(config_class, args, recorded), args.output_dir)
+    config = resolve_config(config_class, args, recorded)
+    with locked_output_dir(args.output_dir, "eupe eval"):
+        protocol(eval_backbone(args), config, args.output_dir)
     return 0

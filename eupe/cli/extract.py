@@ -6,8 +6,9 @@ Also holds the extraction flags that the classification evaluations share.
 from __future__ import annotations
 
 import argparse
+import logging
 
-from ..extract import ExtractConfig, extract_features
+from ..extract import ExtractConfig, extract_features, split_folders
 from ..extract.store import DTYPES, FORMATS
 from ..extract.transforms import RESIZE_MODES
 from .common import (
@@ -17,10 +18,12 @@ from .common import (
     add_config_flags,
     autocast_for,
     backbone_from_args,
-    model_id,
+    model_identity,
     resolve_config,
     resolve_device,
 )
+
+logger = logging.getLogger(__name__)
 
 #: One flag per :class:`~eupe.extract.ExtractConfig` field (a test checks that none is missing).
 EXTRACT_FLAGS = {
@@ -56,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(ExtractConfig, args)
     config.validate()
     device = resolve_device(args.device)
+    splits = split_folders(args.source)
+    if splits:
+        logger.warning("%s holds the split folders %s: they become the classes; to extract one split, give %s/%s",
+                       args.source, ", ".join(splits), args.source, splits[0])
     store = extract_features(backbone_from_args(args), args.source, args.output_dir, config, device=device,
-                             autocast=autocast_for(args, device), model_id=model_id(args), overwrite=args.overwrite,
-                             progress=not args.no_progress)
+                             autocast=autocast_for(args, device), identity=model_identity(args),
+                             overwrite=args.overwrite, progress=not args.no_progress)
     print(f"extract: {len(store)} images -> {store.root} ({', '.join(store.keys)}), "
           f"{len(store.skipped)} skipped (see {store.root / 'skipped.csv'})")
     return 0

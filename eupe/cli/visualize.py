@@ -11,9 +11,13 @@ IMAGES / QUERIES / --gallery: an image file, a folder, a glob pattern or a list 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from .common import add_backbone_args, autocast_for, backbone_from_args, resolve_device
+from ..utils.outputs import locked_output_dir
+from .common import add_backbone_args, autocast_for, backbone_from_args, model_identity, resolve_device
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,26 +53,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.images import list_images, load_image
+    from ..data.images import ImageDecodeError, list_images, load_image
     from ..viz import depth_pictures, pca_pictures, retrieval_picture, save_png, segmentation_pictures
 
+    for flag, value in (("--max-images", args.max_images), ("-k", getattr(args, "k", 1)), ("--size", args.size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
     records = list_images(args.images)[0][: args.max_images]
     device = resolve_device(args.device)
     backbone, autocast = backbone_from_args(args), autocast_for(args, device)
-    out = Path(args.output_dir)
-    if args.kind == "retrieval":
-        gallery = list_images(args.gallery)[0]
-        picture = retrieval_picture(backbone, records, gallery, args.k, args.size, device=device, autocast=autocast)
-        print(f"visualize retrieval: {save_png(picture, out / 'retrieval.png')}")
-        return 0
-    images = [load_image(r.path) for r in records]
-    if args.kind == "pca":
-        pictures = pca_pictures(backbone, images, args.size, args.foreground_threshold, device, autocast)
-    elif args.kind == "segmentation":
-        pictures = segmentation_pictures(backbone, args.head, images, args.size, args.alpha, device, autocast)
-    else:
-        pictures = depth_pictures(backbone, args.head, images, args.size, device, autocast)
-    paths = [save_png(p, out / f"{i:03d}_{Path(r.path).stem}_{args.kind}.png")
-             for i, (p, r) in enumerate(zip(pictures, records))]
+    with locked_output_dir(args.output_dir, "eupe visualize") as out:
+        if args.kind == "retrieval":
+            gallery = list_images(args.gallery)[0]
+            picture = retrieval_picture(backbone, records, gallery, args.k, args.size, device=device,
+                                        autocast=autocast)
+            print(f"visualize retrieval: {save_png(picture, out / 'retrieval.png')}")
+            return 0
+        images, kept = [], []
+        for record in records:
+            try:
+                images.append(load_image(record.path))
+                kept.append(record)
+            except ImageDecodeError as err:
+                logger.warning("skipping %s: %s", record.path, err.reason)
+        if not images:
+            raise ValueError(f"none of the {len(records)} images of {args.images} could be decoded")
+        names = [r.path for r in kept]
+        if args.kind == "pca":
+            pictures = pca_pictures(backbone, images, args.size, args.foreground_threshold, device, autocast,
+                                    names=names)
+        elif args.kind == "segmentation":
+            pictures = segmentation_pictures(backbone, args.head, images, args.size, args.alpha, device, autocast,
+                                             identity=model_identity(args), names=names)
+        else:
+            pictures = depth_pictures(backbone, args.head, images, args.size, device, autocast,
+                                      identity=model_identity(args), names=names)
+        paths = [save_png(p, out / f"{i:03d}_{Path(r.path).stem}_{args.kind}.png")
+                 for i, (p, r) in enumerate(zip(pictures, kept))]
     print(f"visualize {args.kind}: {len(paths)} pictures in {out}")
     return 0

@@ -5,12 +5,14 @@ Dataset whose bad files become skip markers instead of exceptions, so one corrup
 from __future__ import annotations
 
 import csv
+import errno
+import fnmatch
 import glob
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, NamedTuple, Sequence
+from typing import IO, Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +60,15 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+class ImageListing(NamedTuple):
+    """What :func:`scan_images` found: the records, the class names their labels index, and ``(path, reason)`` of
+    the entries left out (broken or looping symbolic links, links to folders listed already, unreadable folders)."""
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    skipped: list[tuple[str, str]]
+
+
 def list_images(source: str | Path | Sequence[str | Path]) -> tuple[list[ImageRecord], list[str]]:
     """Lists the images of ``source`` and the class names their labels index.
 
@@ -65,58 +76,216 @@ def list_images(source: str | Path | Sequence[str | Path]) -> tuple[list[ImageRe
 
     * a folder: every first-level subfolder holding images (at any depth) is a class, classes sorted by name
       and numbered from 0; images directly in the folder get ``label=None``. Records are sorted by path.
-    * a glob pattern (``data/**/*.jpg``): the matching files, sorted, unlabelled.
+      Symbolic links are followed, but every real folder is listed once (a link back up the tree, or to a
+      folder listed already, is left out), and a link from one class folder into another's is never followed,
+      so no image gets another class's label.
+    * a glob pattern (``data/**/*.jpg``): the matching files, sorted, unlabelled (``**`` follows links as
+      folders do above).
     * a list file (``.txt``/``.csv``/``.tsv``/``.lst``): one image per line, ``path`` or ``path<TAB or ,>label``;
       relative paths are relative to the list file's folder; blank lines and ``#`` comments are skipped, and
       so is a ``path,label`` header. Integer labels are kept as given (class names ``"0".."max"``); other
       labels are class names, sorted and numbered from 0. Records keep the file's order.
     * a sequence of paths: those files, in the given order, unlabelled.
 
-    Raises ``FileNotFoundError`` for a missing source and ``ImageSourceError`` for one without images.
+    Entries left out (see :func:`scan_images`) are logged as warnings. Raises ``FileNotFoundError`` for a missing
+    source and ``ImageSourceError`` for one without images.
     """
+    listing = scan_images(source)
+    for path, reason in listing.skipped:
+        logger.warning("skipped %s: %s", path, reason)
+    return listing.records, listing.class_names
+
+
+def scan_images(source: str | Path | Sequence[str | Path]) -> ImageListing:
+    """:func:`list_images`, with the entries it left out (broken or looping links, ...) returned, not logged."""
     if isinstance(source, (list, tuple)):
         records = [ImageRecord(str(p)) for p in source]
         if not records:
             raise ImageSourceError("The list of image paths is empty: pass at least one image")
-        return records, []
+        return ImageListing(records, [], [])
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
         return _list_folder(path)
     if path.is_file() and path.suffix.lower() in LIST_FILE_SUFFIXES:
-        return _list_file(path)
+        return ImageListing(*_list_file(path), [])
     if path.is_file():
-        return [ImageRecord(str(path))], []
+        return ImageListing([ImageRecord(str(path))], [], [])
     if GLOB_CHARS & set(text):
-        matches = sorted(p for p in glob.glob(os.path.expanduser(text), recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise ImageSourceError(f"The glob pattern {text!r} matches no files: check the pattern and quote it "
-                                   "in the shell so that the shell does not expand it")
-        return [ImageRecord(p) for p in matches], []
+        return _list_glob(os.path.expanduser(text))
+    if path.is_symlink():
+        raise FileNotFoundError(f"Image source {text!r} is a symbolic link that leads nowhere ({_link_problem(path)})")
     raise FileNotFoundError(f"Image source {text!r} does not exist: give a folder, a glob pattern or a list file "
                             f"({'/'.join(sorted(LIST_FILE_SUFFIXES))})")
 
 
-def _walk_images(folder: Path) -> list[str]:
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in files if not f.startswith(".") and is_image_file(f))
-    return sorted(found)
+def _link_problem(path: str | Path, err: OSError | None = None) -> str:
+    """Why the symbolic link ``path`` cannot be followed."""
+    if err is None:
+        try:
+            os.stat(path)
+        except OSError as caught:
+            err = caught
+    if err is not None and err.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if err is not None and err.errno != errno.ENOENT:
+        return f"cannot read ({err.strerror or err})"
+    return "broken symbolic link (its target does not exist)"
 
 
-def _list_folder(folder: Path) -> tuple[list[ImageRecord], list[str]]:
-    entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    root_images = [e.path for e in entries if e.is_file() and not e.name.startswith(".") and is_image_file(e.name)]
-    per_class = {e.name: _walk_images(Path(e.path)) for e in entries if e.is_dir() and not e.name.startswith(".")}
+def _entry_kind(entry: os.DirEntry, skipped: list[tuple[str, str]]) -> str | None:
+    """``"dir"`` or ``"file"`` (links followed); ``None`` for anything else, a broken or looping link being
+    added to ``skipped``."""
+    try:
+        if entry.is_dir():
+            return "dir"
+        if entry.is_file():
+            return "file"
+    except OSError as err:  # a looping link
+        skipped.append((entry.path, _link_problem(entry.path, err)))
+        return None
+    if entry.is_symlink():
+        skipped.append((entry.path, _link_problem(entry.path)))
+    return None
+
+
+def _folder_id(path: str | Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _walk_files(top: str, seen: dict[tuple[int, int], str], skipped: list[tuple[str, str]],
+                foreign: Mapping[str, str] | None = None) -> list[str]:
+    """The non-hidden files under folder ``top`` (already in ``seen``), links followed, each real folder entered
+    once; what is left out goes to ``skipped``.
+
+    ``seen`` maps (device, inode) of the folders listed so far to their path; a link to one of them is left out,
+    as is a link into a folder of ``foreign`` (real path -> class name). Real subfolders are claimed before any
+    link is followed, so a link to a folder of the tree never takes that folder's place.
+    """
+    found: list[str] = []
+    real, linked = [top], []
+    while real or linked:
+        if real:
+            folder = real.pop()
+        else:
+            folder = linked.pop(0)
+            if not _claim(folder, seen, skipped, foreign):
+                continue
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            skipped.append((folder, f"cannot list folder ({err.strerror or err})"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            kind = _entry_kind(entry, skipped)
+            if kind == "file":
+                found.append(entry.path)
+            elif kind == "dir" and entry.is_symlink():
+                linked.append(entry.path)
+            elif kind == "dir" and _claim(entry.path, seen, skipped):
+                real.append(entry.path)
+    return found
+
+
+def _claim(folder: str, seen: dict[tuple[int, int], str], skipped: list[tuple[str, str]],
+           foreign: Mapping[str, str] | None = None) -> bool:
+    """Registers ``folder`` in ``seen``; ``False`` (with the reason in ``skipped``) when it was listed already, cannot
+    be read, or lies inside a folder of ``foreign`` (real path -> class name)."""
+    real = os.path.realpath(folder) if foreign else ""
+    for root, name in (foreign or {}).items():
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            skipped.append((folder, f"symbolic link into the folder of class {name!r}: its images keep that class"))
+            return False
+    try:
+        key = _folder_id(folder)
+    except OSError as err:
+        skipped.append((folder, _link_problem(folder, err)))
+        return False
+    if key in seen:
+        skipped.append((folder, f"same folder as {seen[key]}, listed already (a symbolic link loop or a second "
+                                "link to it)"))
+        return False
+    seen[key] = folder
+    return True
+
+
+def _list_folder(folder: Path) -> ImageListing:
+    skipped: list[tuple[str, str]] = []
+    seen = {_folder_id(folder): str(folder)}
+    root_images, folders = [], {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        kind = _entry_kind(entry, skipped)
+        if kind == "file" and is_image_file(entry.name):
+            root_images.append(entry.path)
+        elif kind == "dir":
+            folders[entry.name] = entry
+    real_dirs: dict[str, str] = {}  # real path -> class name, real folders first (a link never claims one)
+    for name, entry in sorted(folders.items(), key=lambda item: item[1].is_symlink()):
+        real_dirs.setdefault(os.path.realpath(entry.path), name)
+
+    def others(name: str) -> dict[str, str]:
+        return {real: other for real, other in real_dirs.items() if other != name}
+
+    # a class folder that is a link into another class's folder is left out, as links inside class folders are
+    class_dirs = [(name, entry.path) for name, entry in folders.items()
+                  if _claim(entry.path, seen, skipped, others(name) if entry.is_symlink() else None)]
+    per_class = {name: sorted(f for f in _walk_files(path, seen, skipped, others(name)) if is_image_file(f))
+                 for name, path in class_dirs}
     class_names = sorted(name for name, files in per_class.items() if files)
     records = [ImageRecord(p) for p in root_images]
     for label, name in enumerate(class_names):
         records.extend(ImageRecord(p, label, name) for p in per_class[name])
     if not records:
         raise ImageSourceError(f"Folder {str(folder)!r} holds no images (looked for "
-                               f"{', '.join(sorted(IMAGE_EXTENSIONS))} in it and its subfolders)")
-    return records, class_names
+                               f"{', '.join(sorted(IMAGE_EXTENSIONS))} in it and its subfolders)"
+                               + _skipped_note(skipped))
+    return ImageListing(records, class_names, skipped)
+
+
+def _list_glob(pattern: str) -> ImageListing:
+    """The files a glob pattern matches, sorted; ``**`` is matched on a loop-safe walk (:func:`_walk_files`) of the
+    folder before the first wildcard, as :func:`glob.glob` would match it on a tree without links."""
+    skipped: list[tuple[str, str]] = []
+    if "**" in pattern:
+        parts = pattern.split(os.sep)
+        fixed = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
+        base = os.sep.join(parts[:fixed]) or ("/" if pattern.startswith(os.sep) else "")
+        files = []
+        if os.path.isdir(base or "."):
+            walked = _walk_files(base or ".", {_folder_id(base or "."): base or "."}, skipped)
+            files = [f[2:] if not base and f.startswith("./") else f for f in walked]
+        matches = sorted(f for f in files if _glob_match(f.split(os.sep)[fixed:], parts[fixed:]))
+    else:
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    if not matches:
+        raise ImageSourceError(f"The glob pattern {pattern!r} matches no files: check the pattern and quote it "
+                               "in the shell so that the shell does not expand it" + _skipped_note(skipped))
+    return ImageListing([ImageRecord(p) for p in matches], [], skipped)
+
+
+def _glob_match(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Whether path components ``parts`` match glob components ``pattern`` (``**``: any number of folders, none
+    hidden; wildcards never match a leading dot), as :func:`glob.glob` matches them."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_glob_match(parts[i:], rest) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    return bool(parts) and (head.startswith(".") or not parts[0].startswith(".")) and \
+        fnmatch.fnmatchcase(parts[0], head) and _glob_match(parts[1:], rest)
+
+
+def _skipped_note(skipped: Sequence[tuple[str, str]]) -> str:
+    if not skipped:
+        return ""
+    path, reason = skipped[0]
+    return f"; left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'}, e.g. {path}: {reason}"
 
 
 def _list_file(list_path: Path) -> tuple[list[ImageRecord], list[str]]:

@@ -190,6 +190,14 @@ def _shard_paths(spec: str) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+def _is_tar_file(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a ``.tar`` file (links followed; a broken or looping link is not)."""
+    try:
+        return entry.name.endswith(".tar") and entry.is_file()
+    except OSError:
+        return False
+
+
 def open_source(spec: str | Path | Sequence[str | Path]) -> ImageSource:
     """Tar shards for a ``.tar`` file, a glob/brace range of them, a sequence of ``.tar`` paths or a folder holding
     only ``.tar`` files; else the image files of a folder, glob, list file or sequence of paths.
@@ -203,7 +211,7 @@ def open_source(spec: str | Path | Sequence[str | Path]) -> ImageSource:
     path = Path(text).expanduser()
     if path.is_dir():
         entries = [e for e in sorted(os.scandir(path), key=lambda e: e.name) if not e.name.startswith(".")]
-        if entries and all(e.is_file() and e.name.endswith(".tar") for e in entries):
+        if entries and all(_is_tar_file(e) for e in entries):
             return TarShardSource([e.path for e in entries])
     elif text.endswith(".tar"):
         return TarShardSource(_shard_paths(text))

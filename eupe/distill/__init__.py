@@ -10,7 +10,7 @@ from .config import DistillConfig, load_distill_config
 from .loss import LossConfig, distillation_loss
 from .normalization import TeacherNormalizer
 from .student import DistillStudent
-from .trainer import Distiller, NonFiniteLossError, RunResult, distill
+from .trainer import Distiller, NonFiniteError, RunResult, distill
 
-__all__ = ["DistillConfig", "DistillStudent", "Distiller", "LossConfig", "NonFiniteLossError", "RunResult",
+__all__ = ["DistillConfig", "DistillStudent", "Distiller", "LossConfig", "NonFiniteError", "RunResult",
            "TeacherNormalizer", "distill", "distillation_loss", "load_distill_config"]

@@ -7,7 +7,10 @@ epochs, and later runs with the same fingerprint, read them back instead of runn
 views themselves are stored (uint8), so later epochs skip decoding and augmentation as well.
 
 Layout: ``<root>/meta.json`` (fingerprint, sizes, dims) and ``<root>/s<source>-<shard>.pt`` shards, each written
-atomically; rows are ``view * n_images + index``. An interrupted precompute resumes at the first missing shard.
+atomically; rows are ``view * n_images + index``. ``meta.json`` is written before the first shard, so every shard
+is known to belong to its fingerprint, and an interrupted precompute resumes at the first missing shard (only
+with the same settings). Outputs are stored as float16; a teacher whose features are NaN/inf or exceed float16's
+range is an error, not a cache of infinities.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..data.images import ImageDecodeError
+from ..loading import all_finite
 from ..teachers import Teacher, TeacherOutput
 from ..utils.io import atomic_torch_save, atomic_write_json
 from .data import ViewStream
@@ -73,8 +77,17 @@ class FeatureCache:
                     f"The feature cache in {root} was built for another run (teachers, images, augmentation, crop "
                     f"size or seed differ); delete it or set cache.dir to a new folder"
                 )
+            if old["sizes"] != sizes:  # rows are view * n_images + index: another count maps them to other images
+                raise CacheError(f"The feature cache in {root} was built for image sources of {old['sizes']} images; "
+                                 f"they now hold {sizes}. Delete it or set cache.dir to a new folder")
             meta = old
             shard_size = int(meta["shard_size"])  # the shards on disk decide how rows map to files
+        elif any(root.glob("s*-*.pt")):
+            raise CacheError(f"The feature cache in {root} holds shards but no meta.json (an interrupted build of an "
+                             "older eupe), so their settings are unknown; delete it or set cache.dir to a new folder")
+        barrier()  # every rank has seen the folder as it was before rank 0 claims it
+        if rank == 0 and not meta_path.is_file():
+            atomic_write_json(meta_path, meta)
         teacher_size = (teacher_scale, teacher_scale) if teacher_scale else None
         device = next((p.device for t in teachers for p in t.parameters()), torch.device("cpu"))
         for source, n in enumerate(sizes):
@@ -86,10 +99,7 @@ class FeatureCache:
                                           teacher_size)
                 atomic_torch_save(data, cls.shard_path(root, source, shard))
         barrier()
-        if rank == 0:
-            atomic_write_json(meta_path, meta)
-        barrier()
-        return cls(root, json.loads(meta_path.read_text()) if meta_path.is_file() else meta)
+        return cls(root, meta)
 
     @staticmethod
     def _compute_shard(stream: ViewStream, source: int, rows: range, teachers: Sequence[Teacher],
@@ -116,10 +126,15 @@ class FeatureCache:
             for t in teachers:
                 outputs[t.name].append(t(chunk, teacher_size))
         for t in teachers:
-            summary = torch.cat([o.summary for o in outputs[t.name]]).half().cpu() if views else torch.zeros(0)
-            patches = torch.cat([o.patches for o in outputs[t.name]]).half().cpu() if views else torch.zeros(0)
-            out[f"{t.name}.summary"] = _scatter(summary, valid)
-            out[f"{t.name}.patches"] = _scatter(patches, valid)
+            for part in ("summary", "patches"):
+                values = torch.cat([getattr(o, part) for o in outputs[t.name]]) if views else torch.zeros(0)
+                stored = values.half().cpu()
+                if not all_finite(stored):
+                    problem = ("NaN/inf values" if not all_finite(values) else
+                               f"values up to {values.abs().max().item():.3g}, beyond the range of float16 (65504)")
+                    raise CacheError(f"Teacher {t.name} gives {part} features with {problem}; the feature cache "
+                                     "stores float16 finite values: check the teacher, or set cache.enabled=false")
+                out[f"{t.name}.{part}"] = _scatter(stored, valid)
         if store_views and size is not None:
             out["views"] = _scatter((stacked * 255).round().to(torch.uint8), valid)
         return out

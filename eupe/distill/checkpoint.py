@@ -3,7 +3,8 @@
 A checkpoint holds the student (backbone and adapter heads), the optimizer, the step (the LR schedule is a pure
 function of it), the RNG states, the data-stream position and the frozen normalisation statistics. Files are
 ``ckpt-<step>.pt`` written with :func:`eupe.utils.io.atomic_torch_save`, so a crash leaves the previous file
-intact; the newest ``keep`` files are kept and loading falls back to an older one if the newest is unreadable.
+intact; :func:`prune_checkpoints` keeps the newest ``keep`` files and loading falls back to an older one if the
+newest is unreadable.
 
 State dicts are gathered as full, CPU tensors with ``torch.distributed.checkpoint.state_dict`` so the same file
 serves plain, DDP and FSDP2 runs on any number of ranks.
@@ -69,20 +70,27 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def save_checkpoint(folder: str | Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
-    """Writes ``ckpt-<step>.pt`` atomically, then deletes all but the newest ``keep`` checkpoints."""
+def save_checkpoint(folder: str | Path, step: int, payload: dict[str, Any]) -> Path:
+    """Writes ``ckpt-<step>.pt`` atomically."""
     path = Path(folder) / f"ckpt-{step:08d}.pt"
     atomic_torch_save(payload, path)
-    for old in list_checkpoints(folder)[max(1, keep):]:
-        old.unlink(missing_ok=True)
     return path
 
 
+def prune_checkpoints(folder: str | Path, keep: int) -> None:
+    """Deletes all but the newest ``keep`` (at least one) checkpoints of ``folder``."""
+    for old in list_checkpoints(folder)[max(1, keep):]:
+        old.unlink(missing_ok=True)
+
+
 def load_latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable checkpoint in ``folder`` (older ones are tried if it is damaged), or ``None``."""
+    """The newest readable checkpoint in ``folder`` (older ones are tried if it is damaged), or ``None``.
+
+    Its tensors are memory-mapped: reading its settings first costs no memory, and they are read in when restored.
+    """
     for path in list_checkpoints(folder):
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=False)
+            return path, torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         except Exception as err:  # a damaged file must not block resuming from the previous one
             logger.warning("Cannot read checkpoint %s (%s); trying an older one", path, err)
     return None
@@ -115,23 +123,23 @@ def export_student(path: str | Path, full_model_state: dict[str, torch.Tensor],
     return path, norms_path
 
 
-def load_student_init(model: nn.Module, path: str | Path) -> list[str]:
-    """Initialises a ``DistillStudent`` from an exported student (stage 3 starts from the stage-2 export).
+def load_student_init(model: nn.Module, path: str | Path, *, model_name: str = "the student") -> list[str]:
+    """Initialises a ``DistillStudent`` (``model_name``: its registered model, for errors) from an exported student
+    (stage 3 starts from the stage-2 export), or any weights source ``eupe.load`` accepts.
 
-    Backbone weights must all be present; adapter heads are loaded when their shapes match (same teachers and
-    width), else kept fresh. Returns the names of the head tensors that were not loaded.
+    Backbone weights must fit exactly (same architecture); adapter heads are loaded when their shapes match (same
+    teachers and width), else kept fresh. Returns the names of the head tensors that were not loaded.
     """
-    from ..loading import read_state_dict
+    from ..loading import check_fit, read_weights
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"student.init: {path} does not exist; pass the stage-2 export (student.pt)")
-    sd = read_state_dict(path)
+    try:
+        sd = read_weights(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"student.init: {err} Pass the stage-2 export (student.pt).") from None
     backbone_sd = {k: v for k, v in sd.items() if not k.startswith("projectors.")}
-    missing, unexpected = model.backbone.load_state_dict(backbone_sd, strict=False)
-    missing = [k for k in missing if not k.startswith("projectors.")]
-    if missing:
-        raise RuntimeError(f"student.init {path} lacks backbone weights {missing[:5]}; is it the same architecture?")
+    own = {k: v for k, v in model.backbone.state_dict().items() if not k.startswith("projectors.")}
+    check_fit(own, backbone_sd, model_name=model_name, source=f"student.init {path}")
+    model.backbone.load_state_dict(backbone_sd, strict=False)
     heads = {k[len("projectors."):]: v for k, v in sd.items() if k.startswith("projectors.")}
     own = model.heads.state_dict()
     usable = {k: v for k, v in heads.items() if k in own and own[k].shape == v.shape}

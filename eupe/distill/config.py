@@ -3,10 +3,16 @@
 ``load_distill_config("stage2", ["train.lr=1e-4"])`` takes a shipped config name (package data,
 ``eupe/configs/distill/<name>.yaml``)
 or a path, applies ``key.sub=value`` overrides and rejects unknown keys (:func:`eupe.config.load_config`).
+
+A run resumed from a checkpoint must have the checkpoint's settings: :func:`settings_changes` lists the ones that
+differ, except :data:`RESULT_NEUTRAL` settings, which change nothing the run computes (where and how often it
+logs and saves, how many processes read the data). ``resume.allow_changes=true`` resumes anyway and the trainer
+records the changes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +20,7 @@ from typing import Any, Sequence
 from ..config import ConfigError, load_config, resolve_config
 from ..data.augment import AugmentConfig
 from ..teachers import TeacherSpec
+from ..utils.schedule import LR_SCALING_RULES
 from .loss import LossConfig
 
 CONFIG_GROUP = "distill"  # eupe/configs/distill/*.yaml
@@ -85,6 +92,13 @@ class OutputConfig:
 
 
 @dataclass
+class ResumeConfig:
+    # resume from a checkpoint written with other settings (they are listed in <output.dir>/config_changes.jsonl);
+    # without it such a resume is refused, naming the settings that differ
+    allow_changes: bool = False
+
+
+@dataclass
 class DistillConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     teachers: list[TeacherSpec] = field(default_factory=list)
@@ -93,6 +107,37 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
+
+
+# Settings a resumed run may change freely: they do not change what it computes (the data workers render the same
+# batches; checkpoints and logs are written at step boundaries and a resume is bit-identical to a run without one).
+RESULT_NEUTRAL = ("output.dir", "output.checkpoint_every", "output.keep_checkpoints", "output.log_every",
+                  "output.tensorboard", "output.progress", "output.export_name", "data.workers", "cache.dir",
+                  "resume")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "t": [{"c": 2}]}`` -> ``{"a.b": 1, "t.0.c": 2}``; lists of plain values stay whole."""
+    if isinstance(tree, dict):
+        items: Any = tree.items()
+    elif isinstance(tree, list) and any(isinstance(v, (dict, list)) for v in tree):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` of the settings (``to_dict`` of two configs) that differ, except the
+    :data:`RESULT_NEUTRAL` ones; a key missing on one side reads as ``None`` there."""
+    flat_old, flat_new = flatten(old), flatten(new)
+    return {key: (flat_old.get(key), flat_new.get(key)) for key in sorted(set(flat_old) | set(flat_new))
+            if flat_old.get(key) != flat_new.get(key)
+            and not any(key == n or key.startswith(n + ".") for n in RESULT_NEUTRAL)}
 
 
 def load_distill_config(name_or_path: str | Path | None, overrides: Sequence[str] = ()) -> DistillConfig:
@@ -105,23 +150,50 @@ def load_distill_config(name_or_path: str | Path | None, overrides: Sequence[str
 
 def validate(cfg: DistillConfig) -> None:
     """Cross-field checks that the dataclass types cannot express; one clear error each."""
-    t = cfg.train
-    if t.global_batch_size <= 0 or t.iterations <= 0 or t.accumulation_steps <= 0:
-        raise ConfigError("train.global_batch_size, train.iterations and train.accumulation_steps must be > 0")
+    t, d, c, o, loss = cfg.train, cfg.data, cfg.cache, cfg.output, cfg.loss
+    if len(t.betas) != 2:
+        raise ConfigError(f"train.betas must hold two numbers, got {t.betas}")
+    checks = [  # counts, sizes and periods (0 would divide by zero), then weights and rates, then fractions
+        ("must be > 0", lambda v: v > 0, {
+            "train.global_batch_size": t.global_batch_size, "train.iterations": t.iterations,
+            "train.accumulation_steps": t.accumulation_steps, "train.norm_iterations": t.norm_iterations,
+            "train.norm_eps": t.norm_eps, "output.checkpoint_every": o.checkpoint_every,
+            "output.keep_checkpoints": o.keep_checkpoints, "output.log_every": o.log_every,
+            "cache.views_per_image": c.views_per_image, "cache.shard_size": c.shard_size,
+            "cache.batch_size": c.batch_size, "student.head_hidden_dim": cfg.student.head_hidden_dim,
+            **{f"data.student_scales[{i}]": v for i, v in enumerate(d.student_scales)},
+            **{f"data.teacher_scales[{i}]": v for i, v in enumerate(d.teacher_scales)}}),
+        ("must be >= 0", lambda v: v >= 0, {
+            "train.lr": t.lr, "train.warmup_iterations": t.warmup_iterations, "train.weight_decay": t.weight_decay,
+            "train.grad_clip": t.grad_clip, "data.workers": d.workers,
+            "loss.patch_cosine_weight": loss.patch_cosine_weight,
+            "loss.patch_smooth_l1_weight": loss.patch_smooth_l1_weight, "loss.smooth_l1_beta": loss.smooth_l1_beta,
+            **{f"loss.teacher_weights.{k}": v for k, v in loss.teacher_weights.items()},
+            **{f"loss.patch_weights.{k}": v for k, v in loss.patch_weights.items()}}),
+        ("must be between 0 and 1", lambda v: 0 <= v <= 1, {
+            "train.min_lr_ratio": t.min_lr_ratio, "data.second_source_prob": d.second_source_prob,
+            "train.betas[0]": t.betas[0], "train.betas[1]": t.betas[1]}),
+    ]
+    for rule, ok, values in checks:
+        for key, value in values.items():
+            if not (math.isfinite(value) and ok(value)):
+                raise ConfigError(f"{key} {rule}, got {value}")
     if t.amp not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.amp must be auto, bf16 or fp32, got {t.amp!r}")
     if t.parallel not in ("ddp", "fsdp", "none"):
         raise ConfigError(f"train.parallel must be ddp, fsdp or none, got {t.parallel!r}")
-    if len(t.betas) != 2:
-        raise ConfigError(f"train.betas must hold two numbers, got {t.betas}")
-    if not cfg.data.student_scales:
+    if t.lr_scaling not in LR_SCALING_RULES:
+        raise ConfigError(f"train.lr_scaling must be one of {', '.join(LR_SCALING_RULES)}, got {t.lr_scaling!r}")
+    if not d.student_scales:
         raise ConfigError("data.student_scales must list at least one input size")
-    if max(cfg.data.student_scales + cfg.data.teacher_scales) > cfg.data.augment.size:
+    if max(d.student_scales + d.teacher_scales) > d.augment.size:
         raise ConfigError("data.augment.size must be at least the largest of data.student_scales/teacher_scales "
                           "(views are cropped once, then resized down)")
-    if cfg.cache.enabled and len(cfg.data.teacher_scales) > 1:
+    if c.enabled and len(d.teacher_scales) > 1:
         raise ConfigError("cache.enabled needs a fixed teacher input (data.teacher_scales with at most one size)")
+    if Path(o.export_name).name != o.export_name or Path(o.export_name).suffix not in (".pt", ".pth"):
+        raise ConfigError(f"output.export_name must be a file name ending in .pt or .pth (it is written in "
+                          f"output.dir), got {o.export_name!r}")
     names = [s.display_name for s in cfg.teachers]
     if len(set(names)) != len(names):
         raise ConfigError(f"Teacher names must be unique, got {names}; set name: for each teacher")
-

@@ -26,10 +26,11 @@ class ClassificationResult:
     num_samples: int = 0
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready totals: ``top1``, ``top5``..., mean per-class top-1 and the sample count."""
+        """JSON-ready totals: ``top1``, ``top5``..., mean per-class top-1 (over the classes with samples) and the
+        sample count."""
         valid = [row["top1"] for row in self.per_class if row["n"] > 0]
         out: dict[str, Any] = {f"top{k}": v for k, v in self.topk.items()}
-        out["mean_per_class_top1"] = sum(valid) / len(valid) if valid else float("nan")
+        out["mean_per_class_top1"] = sum(valid) / len(valid)
         out["num_samples"] = self.num_samples
         return out
 
@@ -48,10 +49,13 @@ def evaluate_predictions(
 ) -> ClassificationResult:
     """Top-k accuracy for each ``k`` in ``ks`` and per-class accuracy of ``ranked`` ``[N, K]`` against ``labels``.
 
-    A ``k`` larger than ``K`` is evaluated with all ``K`` columns (as when there are fewer than 5 classes).
+    A ``k`` larger than ``K`` is evaluated with all ``K`` columns (as when there are fewer than 5 classes). A class
+    without samples has ``None`` accuracies (undefined, not NaN); no sample at all is a ``ValueError``.
     """
     if ranked.shape[0] != labels.shape[0]:
         raise ValueError(f"{ranked.shape[0]} predictions for {labels.shape[0]} labels")
+    if not len(labels):
+        raise ValueError("there is no image to evaluate (the validation set is empty, or all of it was skipped)")
     labels = labels.to(ranked.device).long()
     hits = ranked == labels[:, None]  # [N, K]; a label appears at most once per row
     num_classes = len(class_names)
@@ -59,14 +63,14 @@ def evaluate_predictions(
     topk, per_class_hits = {}, {}
     for k in ks:
         hit_k = hits[:, :k].any(dim=1)
-        topk[k] = 100.0 * hit_k.double().mean().item() if len(labels) else float("nan")
+        topk[k] = 100.0 * hit_k.double().mean().item()
         per_class_hits[k] = torch.bincount(labels[hit_k], minlength=num_classes).cpu()
     rows = []
     for c, name in enumerate(class_names):
         n = int(counts[c])
         row: dict[str, Any] = {"class_index": c, "class_name": name, "n": n}
         for k in ks:
-            row[f"top{k}"] = 100.0 * int(per_class_hits[k][c]) / n if n else float("nan")
+            row[f"top{k}"] = 100.0 * int(per_class_hits[k][c]) / n if n else None
         rows.append(row)
     return ClassificationResult(topk, rows, int(labels.shape[0]))
 

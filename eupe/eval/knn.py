@@ -16,6 +16,8 @@ prediction slots are ``-1``), so top-5 never credits a class absent from the nei
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence, get_args
@@ -23,7 +25,7 @@ from typing import Any, Literal, Sequence, get_args
 import torch
 from torch import Tensor
 
-from ..extract import ExtractConfig
+from ..extract import ExtractConfig, require_finite
 from .backbone import EvalBackbone
 from .classification import ClassificationResult, evaluate_predictions, open_labelled_splits
 from .results import write_run_outputs
@@ -32,6 +34,7 @@ KnnProtocol = Literal["paper", "reference", "both"]
 TieBreak = Literal["nearest", "lowest_label"]
 PROTOCOLS: tuple[str, ...] = get_args(KnnProtocol)
 TIE_BREAKS: tuple[str, ...] = get_args(TieBreak)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,8 +55,14 @@ class KnnConfig:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.tie_break not in TIE_BREAKS:
             raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {self.tie_break!r}")
-        if self.temperature <= 0 or min(self.paper_ks + self.reference_ks + [self.query_chunk, self.train_chunk]) < 1:
-            raise ValueError("temperature, every k and the chunk sizes must be positive")
+        counts = self.paper_ks + self.reference_ks + self.topk + [self.query_chunk, self.train_chunk]
+        if not (math.isfinite(self.temperature) and self.temperature > 0) or min(counts) < 1:
+            raise ValueError("temperature (finite), every k, topk and the chunk sizes must be positive")
+
+
+def effective_k(k: int, num_train: int) -> int:
+    """The number of neighbours a k-NN with ``k`` uses on ``num_train`` training images."""
+    return min(k, num_train)
 
 
 def knn_search(
@@ -79,7 +88,7 @@ def knn_search_many(
     unknown = set(ks) - {"cosine", "l2"}
     if unknown:
         raise ValueError(f"metric must be 'cosine' or 'l2', got {sorted(unknown)}")
-    ks = {m: min(k, train.shape[0]) for m, k in ks.items()}
+    ks = {m: effective_k(k, train.shape[0]) for m, k in ks.items()}
     train_norm = train.norm(dim=1)
     post = {"l2": lambda q: -q.pow(2).sum(1, keepdim=True), "cosine": lambda q: q.norm(dim=1, keepdim=True)}
     out: dict[str, tuple[list[Tensor], list[Tensor]]] = {m: ([], []) for m in ks}
@@ -140,6 +149,8 @@ def knn_classify(
     """Ranked class predictions ``{protocol: {k: [Q, max(topk)]}}`` for the configured protocols."""
     config = config or KnnConfig()
     config.validate()
+    require_finite(train, "k-NN training features")
+    require_finite(queries, "k-NN query features")
     train_labels = train_labels.to(train.device).long()
     topk = max(config.topk)
     ks = {}
@@ -168,7 +179,9 @@ def evaluate_knn(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Runs :func:`knn_classify` and scores it: ``(results, per-class table rows)`` for ``write_run_outputs``.
 
-    ``results[protocol]["k=<k>"]`` holds top-1/top-5 (%) and the mean per-class top-1.
+    ``results[protocol]["k=<k>"]`` holds top-1/top-5 (%) and the mean per-class top-1, under the k that was used:
+    a k above the number of training images uses them all, so it is reported as ``k=<that number>`` with the
+    requested values in ``requested_k`` (and a logged warning); ks that end equal share one entry.
     """
     config = config or KnnConfig()
     if train.shape[1:] != queries.shape[1:]:
@@ -180,9 +193,18 @@ def evaluate_knn(
     for protocol, by_k in predictions.items():
         results[protocol] = {}
         for k, ranked in by_k.items():
-            res: ClassificationResult = evaluate_predictions(ranked, query_labels, class_names, config.topk)
-            results[protocol][f"k={k}"] = res.summary()
-            table.extend(dict(protocol=protocol, k=k, **row) for row in res.per_class)
+            used = effective_k(k, train.shape[0])
+            entry = results[protocol].get(f"k={used}")
+            if entry is None:
+                res: ClassificationResult = evaluate_predictions(ranked, query_labels, class_names, config.topk)
+                entry = results[protocol][f"k={used}"] = res.summary()
+                table.extend(dict(protocol=protocol, k=used, **row) for row in res.per_class)
+            if used != k:
+                entry.setdefault("requested_k", []).append(k)
+        clamped = [k for k in by_k if effective_k(k, train.shape[0]) != k]
+        if clamped:
+            logger.warning("%s k-NN: k=%s exceed the %d training images, so every training image votes: reported "
+                           "as k=%d", protocol, ", ".join(map(str, clamped)), train.shape[0], train.shape[0])
     return results, table
 
 
@@ -211,11 +233,12 @@ def run_knn(backbone: EvalBackbone, config: KnnRunConfig, output_dir: str | Path
                                   val.load(key).flatten(1).to(backbone.device), splits.val_labels,
                                   splits.class_names, config.knn)
     results = {"num_train": len(train), "num_val": len(val), "num_classes": len(splits.class_names),
-               "skipped": {"train": len(train.skipped), "val": len(val.skipped)}, **results}
+               "skipped": {"train": len(train.skipped), "val": len(val.skipped)}, "backbone": train.identity,
+               **results}
     heads = []
     for protocol, ks in (("paper", config.knn.paper_ks), ("reference", config.knn.reference_ks)):
         if protocol in results:
-            k = min(ks)
+            k = effective_k(min(ks), len(train))
             scores = " ".join(f"top{t} {results[protocol][f'k={k}'][f'top{t}']:.2f}" for t in config.knn.topk)
             heads.append(f"{protocol} k={k}: {scores}")
     summary = f"knn: {' | '.join(heads)} ({len(train)} train, {len(val)} val) -> {output_dir}"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..extract import ExtractConfig, FeatureStore
+from ..extract import ExtractConfig, FeatureStore, require_finite
 from ..utils.io import atomic_torch_save
 from .backbone import EvalBackbone
 from .classification import evaluate_predictions, open_labelled_splits, rank_scores
@@ -50,8 +50,10 @@ class LinearConfig:
             raise ValueError("linear probe needs at least one feature set and one learning rate")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if min(self.epochs, self.batch_size) < 1 or min(self.learning_rates) <= 0:
-            raise ValueError("epochs, batch_size and learning rates must be positive")
+        if min(self.epochs, self.batch_size) < 1 or not all(math.isfinite(lr) and lr > 0 for lr in self.learning_rates):
+            raise ValueError("epochs, batch_size and learning rates must be positive (and finite)")
+        if not (math.isfinite(self.momentum) and math.isfinite(self.weight_decay)):
+            raise ValueError(f"momentum and weight_decay must be finite, got {self.momentum}, {self.weight_decay}")
 
 
 @dataclass
@@ -81,9 +83,13 @@ def train_linear_probes(
 
     ``features`` maps each feature-set name to ``[N, D_set]``. Heads only share the mini-batch order, so each
     ends as if trained alone. Ties between heads go to the first in sweep order (feature sets as given,
-    learning rates ascending).
+    learning rates ascending). A head that diverged (non-finite weights or outputs) has ``holdout_top1`` ``None``
+    and ``diverged`` set in the sweep and is never chosen; when all diverge it is a ``ValueError``.
     """
     config.validate()
+    for name in features:
+        require_finite(features[name], f"linear-probe training features {name!r}")
+        require_finite(holdout_features[name], f"linear-probe holdout features {name!r}")
     lrs = sorted(config.learning_rates)
     combos = [(name, lr) for name in features for lr in lrs]
     heads = nn.ModuleList(nn.Linear(features[name].shape[1], num_classes) for name, _ in combos)
@@ -115,10 +121,19 @@ def train_linear_probes(
     sweep = []
     with torch.no_grad():
         for head, (name, lr) in zip(heads, combos):
-            pred = head(holdout_features[name]).argmax(1)
+            logits = head(holdout_features[name])
+            if not torch.isfinite(logits).all():
+                logger.warning("linear head (%s, lr %g) diverged (non-finite outputs); it is left out", name, lr)
+                sweep.append({"feature_set": name, "learning_rate": lr, "holdout_top1": None, "diverged": True})
+                continue
+            pred = logits.argmax(1)
             sweep.append({"feature_set": name, "learning_rate": lr,
                           "holdout_top1": 100.0 * (pred == holdout_labels).double().mean().item()})
-    best = max(range(len(combos)), key=lambda i: (sweep[i]["holdout_top1"], -i))
+    usable = [i for i, row in enumerate(sweep) if row["holdout_top1"] is not None]
+    if not usable:
+        raise ValueError(f"every linear head diverged (non-finite outputs) at learning rates {lrs}; lower "
+                         "linear.learning_rates")
+    best = max(usable, key=lambda i: (sweep[i]["holdout_top1"], -i))
     return ProbeResult(sweep, combos[best][0], combos[best][1], heads[best])
 
 
@@ -177,8 +192,8 @@ def run_linear(backbone: EvalBackbone, config: LinearRunConfig, output_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"weight": probe.head.weight.detach().cpu(), "bias": probe.head.bias.detach().cpu(),
                        "feature_set": probe.feature_set, "learning_rate": probe.learning_rate,
-                       "class_names": list(classes)}, out / "head.pt")
-    results = {"num_train": len(train), "num_val": len(val), "num_classes": len(classes),
+                       "class_names": list(classes), "backbone": train.identity}, out / "head.pt")
+    results = {"num_train": len(train), "num_val": len(val), "num_classes": len(classes), "backbone": train.identity,
                "best": {"feature_set": probe.feature_set, "learning_rate": probe.learning_rate},
                "val": res.summary(), "sweep": probe.sweep}
     summary = (f"linear: {res.headline()} ({probe.feature_set}, lr {probe.learning_rate:g}; {len(train)} train, "

@@ -9,6 +9,7 @@ a head file in the same key layout (as distillation writes it). Class embeddings
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,12 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..extract import ExtractConfig, open_features
+from ..extract import ExtractConfig, is_feature_folder, one_split, open_features, require_finite
+from ..extract.provenance import require_same_weights
 from ..loading import read_state_dict
 from ..models import Projectors
 from .backbone import EvalBackbone
 from .classification import align_labels, evaluate_predictions, rank_scores
 from .results import write_run_outputs
+
+logger = logging.getLogger(__name__)
 
 
 def load_class_embeddings(path: str | Path) -> Tensor:
@@ -45,15 +49,21 @@ def load_class_embeddings(path: str | Path) -> Tensor:
         raise ValueError(f"Class embeddings file {path} must be .npy or .safetensors")
     if array.ndim != 2 or array.shape[0] < 1:
         raise ValueError(f"Class embeddings in {path} must be [num_classes, dim], got shape {tuple(array.shape)}")
+    require_finite(array.float(), f"class embeddings in {path}", hint="recompute them")
     return array.float()
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """One class name per non-empty line."""
+    """One class name per non-empty line; a name given twice is an error (classes are matched by name)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Class names file {path} does not exist")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"Class names file {path} names {', '.join(map(repr, repeated[:5]))} more than once; "
+                         "classes are matched by name, so each must be unique")
+    return names
 
 
 def read_head_file(path: str | Path) -> Projectors:
@@ -75,9 +85,13 @@ def select_class_head(projectors: Projectors, teacher: str | None, source: str) 
 
 
 def zero_shot_logits(class_tokens: Tensor, head: nn.Module, class_embeddings: Tensor) -> Tensor:
-    """Cosine similarities ``[N, C]`` between projected class tokens and class embeddings (softmax-ready)."""
+    """Cosine similarities ``[N, C]`` between projected class tokens and class embeddings (softmax-ready).
+
+    Non-finite class tokens or head outputs are a ``ValueError`` naming the rows."""
+    require_finite(class_tokens, "zero-shot class tokens")
     with torch.no_grad():
         projected = head(class_tokens.float())
+    require_finite(projected, "the adapter head's outputs", hint="the head file or checkpoint holds bad weights")
     if projected.shape[1] != class_embeddings.shape[1]:
         raise ValueError(f"The adapter head maps into {projected.shape[1]}-d but the class embeddings are "
                          f"{class_embeddings.shape[1]}-d; use embeddings from the same teacher as the head")
@@ -105,13 +119,17 @@ def run_zeroshot(backbone: EvalBackbone, config: ZeroShotRunConfig, output_dir: 
     if not config.data or not config.class_embeddings:
         raise ValueError("zero-shot needs --data (labelled images or a feature folder) and --class-embeddings")
     embeddings = load_class_embeddings(config.class_embeddings)
+    data = one_split(config.data, "val", "--data")
     if config.head:
         teacher, head = select_class_head(read_head_file(config.head), config.teacher, config.head)
     else:
         teacher, head = select_class_head(backbone.load().projectors, config.teacher,
-                                          f"checkpoint of {backbone.model_id}")
-    store = open_features(config.data, cache_dir=Path(output_dir) / "features" / "val", backbone=backbone,
+                                          f"checkpoint of {backbone.name or 'the backbone'}")
+    store = open_features(data, cache_dir=Path(output_dir) / "features" / "val", backbone=backbone,
                           config=config.extract)
+    if not config.head and is_feature_folder(data):  # the head comes from the backbone: the features must too
+        require_same_weights(store.identity, backbone.identity(), f"The feature folder {data}",
+                             "give the --model/--weights that extracted it, or the head with --head")
     names = read_class_names(config.class_names) if config.class_names else [str(i) for i in range(len(embeddings))]
     if len(names) != len(embeddings):
         raise ValueError(f"{config.class_names} names {len(names)} classes but {config.class_embeddings} has "
@@ -120,7 +138,8 @@ def run_zeroshot(backbone: EvalBackbone, config: ZeroShotRunConfig, output_dir: 
     device = backbone.device
     logits = zero_shot_logits(store.load(config.feature_key).to(device), head.to(device), embeddings.to(device))
     res = evaluate_predictions(rank_scores(logits, max(config.topk)), labels.to(device), names, config.topk)
-    results = {"teacher": teacher, "num_images": len(store), "num_classes": len(names), **res.summary()}
+    results = {"teacher": teacher, "num_images": len(store), "num_classes": len(names), "backbone": store.identity,
+               **res.summary()}
     summary = (f"zeroshot: {res.headline()} (teacher {teacher}, {len(store)} images, {len(names)} classes) "
                f"-> {output_dir}")
     write_run_outputs(output_dir, config=config, results=results, summary=summary, table=res.per_class)
@@ -135,4 +154,8 @@ def _labels_for(labels: Tensor, data_classes: Sequence[str], names: Sequence[str
     if (labels < 0).any() or (len(labels) and int(labels.max()) >= len(names)):
         raise ValueError(f"Labels of {config.data} do not index the {len(names)} class-embedding rows; give "
                          "--class-names (one per row) to match classes by name")
+    if list(data_classes) != list(names[: len(data_classes)]):
+        logger.warning("zero-shot: the classes of %s (%s, ...) are matched to the class-embedding rows by their "
+                       "sorted order (class %r -> row 0); give --class-names to match them by name", config.data,
+                       ", ".join(data_classes[:3]), data_classes[0] if data_classes else None)
     return labels

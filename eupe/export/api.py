@@ -1,17 +1,25 @@
-"""One entry point for every export format: ``export_model(model, format, output, ...)``."""
+"""One entry point for every export format: ``export_model(model, format, output, ...)``.
+
+The output location is checked before the (slow) export starts, and a write that fails on the way (full disk,
+denied) is one clear error naming the folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from torch import nn
 
 from ..loading import load
 from ..models import get_model_entry
 from ..utils.optional import available, install_hint
+from ..utils.outputs import write_error
 from .prepare import ExportError
 from .verify import VerificationReport
 
@@ -74,46 +82,72 @@ def export_model(
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
                           "eupe.models.int8.quantize_int8.")
     output = Path(output)
-    result = ExportResult(fmt, [output])
-    common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
-    if fmt == "onnx":
-        from .onnx import DEFAULT_OPSET, export_onnx, int8_path_for, quantize_onnx_int8, verify_int8
+    with _writing(output, folder=fmt == "hf"):
+        result = ExportResult(fmt, [output])
+        common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
+        if fmt == "onnx":
+            from .onnx import DEFAULT_OPSET, export_onnx, int8_path_for, quantize_onnx_int8, verify_int8
 
-        result.report = export_onnx(model, output, opset=opset or DEFAULT_OPSET, exporter=onnx_exporter,  # type: ignore[arg-type]
-                                    model_name=model_name, optimize=optimize, **common)
-        if int8:
-            int8_path = quantize_onnx_int8(output, int8_path_for(output))
-            result.paths.append(int8_path)
-            if verify:
-                check = verify_int8(model, int8_path, size=min(size), storage_tokens=storage_tokens)
-                check.raise_if_failed(f"int8 ONNX file {int8_path}")
-                result.report.checks.extend(check.checks)
-    elif fmt == "executorch":
-        from .executorch import export_executorch
+            result.report = export_onnx(model, output, opset=opset or DEFAULT_OPSET,
+                                        exporter=onnx_exporter,  # type: ignore[arg-type]
+                                        model_name=model_name, optimize=optimize, **common)
+            if int8:
+                int8_path = quantize_onnx_int8(output, int8_path_for(output))
+                result.paths.append(int8_path)
+                if verify:
+                    check = verify_int8(model, int8_path, size=min(size), storage_tokens=storage_tokens)
+                    check.raise_if_failed(f"int8 ONNX file {int8_path}")
+                    result.report.checks.extend(check.checks)
+        elif fmt == "executorch":
+            from .executorch import export_executorch
 
-        result.report = export_executorch(model, output, batch=batch, **common)
-    elif fmt == "torchscript":
-        from .program import export_torchscript
+            result.report = export_executorch(model, output, batch=batch, **common)
+        elif fmt == "torchscript":
+            from .program import export_torchscript
 
-        result.report = export_torchscript(model, output, **common)
-    elif fmt == "pt2":
-        from .program import export_program
+            result.report = export_torchscript(model, output, **common)
+        elif fmt == "pt2":
+            from .program import export_program
 
-        result.report = export_program(model, output, **common)
-    elif fmt == "safetensors":
-        from .convert import model_to_safetensors
+            result.report = export_program(model, output, **common)
+        elif fmt == "safetensors":
+            from .convert import model_to_safetensors
 
-        result.report = model_to_safetensors(model, output, model_name=model_name)
-    else:  # hf
-        from .hf import save_hf, verify_hf
+            result.report = model_to_safetensors(model, output, model_name=model_name)
+        else:  # hf
+            from .hf import save_hf, verify_hf
 
-        save_hf(model, output)
-        result.paths = sorted(p for p in output.iterdir() if p.suffix in (".json", ".safetensors"))
-        if verify and available("transformers"):
-            result.report = verify_hf(model, output, size=size)
-        elif verify:
-            logger.warning("transformers is not installed: %s was written but not checked against "
-                           "DINOv3ViTModel (install it to verify: %s)", output, install_hint("transformers"))
+            save_hf(model, output)
+            result.paths = sorted(p for p in output.iterdir() if p.suffix in (".json", ".safetensors"))
+            if verify and available("transformers"):
+                result.report = verify_hf(model, output, size=size)
+            elif verify:
+                logger.warning("transformers is not installed: %s was written but not checked against "
+                               "DINOv3ViTModel (install it to verify: %s)", output, install_hint("transformers"))
     for path in result.paths:
         logger.info("wrote %s", path)
     return result
+
+
+@contextlib.contextmanager
+def _writing(output: Path, *, folder: bool) -> Iterator[None]:
+    """Checks up front that ``output`` (a file, or a ``folder``) can be written, then turns a write failure of
+    the block (full disk, denied) into one error naming the folder."""
+    where = output if folder else output.parent
+    if folder and output.exists() and not output.is_dir():
+        raise ExportError(f"output {output} is a file, but this format writes a folder: give a folder path")
+    if not folder and output.is_dir():
+        raise ExportError(f"output {output} is a folder, but this format writes a file: give a file path")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as err:
+        raise ExportError(f"Cannot write output {output}: {err.strerror or err} ({err.filename or where}); "
+                          "choose a writable location") from None
+    try:
+        yield
+    except Exception as err:
+        converted = write_error(where, err)
+        if converted is None:
+            raise
+        raise converted from err

@@ -11,29 +11,34 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import logging
 import math
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data.images import ImageFolderDataset, ImageRecord, collate_skipping_failures, list_images
+from ..data.images import ImageFolderDataset, ImageRecord, collate_skipping_failures, scan_images
 from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.outputs import locked_output_dir
 from . import store as store_lib
-from .store import DTYPES, FORMATS, FeatureStore, FeatureStoreError
+from .provenance import backbone_identity, describe_differences, module_sha256
+from .store import DTYPES, FORMATS, FeatureStore, FeatureStoreError, require_finite
 from .transforms import RESIZE_MODES, make_eval_transform
 
 logger = logging.getLogger(__name__)
 
 #: Settings that only change speed; a resumed run may change them freely.
 _SPEED_ONLY = ("batch_size", "num_workers")
+#: The manifest layout this code writes (2: the model identity is a JSON object keyed by content).
+FORMAT_VERSION = 2
+#: The settings that decide what a stored feature means (train and val features must agree on them).
+FEATURE_SETTINGS = ("model", "preprocessing", "resolution", "resize_mode", "layers")
 
 
 @dataclass
@@ -76,14 +81,18 @@ def feature_keys(config: ExtractConfig, n_blocks: int) -> list[str]:
 
 
 def resolve_layers(layers: Sequence[int], n_blocks: int) -> list[int]:
-    out = []
+    """Block indices ``0..n_blocks-1`` of ``layers`` (negative: from the end); a missing or repeated block is an
+    error."""
+    out: dict[int, int] = {}
     for i in layers:
         j = int(i) + n_blocks if int(i) < 0 else int(i)
         if not 0 <= j < n_blocks:
             raise ValueError(f"Layer {i} does not exist: the model has {n_blocks} blocks (0..{n_blocks - 1}, or "
                              "negative indices from the end)")
-        out.append(j)
-    return out
+        if j in out:
+            raise ValueError(f"Layers {out[j]} and {i} are the same block ({j} of {n_blocks}); give each block once")
+        out[j] = int(i)
+    return list(out)
 
 
 def compute_features(model: nn.Module, images: Tensor, config: ExtractConfig) -> dict[str, Tensor]:
@@ -114,9 +123,20 @@ def records_fingerprint(records: Sequence[ImageRecord]) -> str:
     return digest.hexdigest()
 
 
-def _settings(config: ExtractConfig, model_id: str) -> dict[str, Any]:
+def _settings(config: ExtractConfig, identity: Mapping[str, Any]) -> dict[str, Any]:
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _SPEED_ONLY}
-    return dict(settings, model=model_id)
+    preprocessing = repr(make_eval_transform(config.resolution, config.resize_mode))
+    return dict(settings, model=dict(identity), preprocessing=preprocessing)
+
+
+def _mismatch(old: Mapping[str, Any], manifest: Mapping[str, Any]) -> str | None:
+    """What differs between a folder's stored manifest and the one of this run (``None``: they agree)."""
+    if old.get("format_version") != manifest["format_version"]:
+        return (f"it was written by another version of eupe (manifest format {old.get('format_version')}, this "
+                f"version writes {manifest['format_version']})")
+    if old.get("records_sha1") != manifest["records_sha1"]:
+        return f"the list of images differs ({old.get('num_records')} images stored, {manifest['num_records']} now)"
+    return describe_differences(old.get("settings") or {}, manifest["settings"]) or None
 
 
 def _prepare_folder(root: Path, manifest: dict[str, Any], overwrite: bool) -> bool:
@@ -127,14 +147,11 @@ def _prepare_folder(root: Path, manifest: dict[str, Any], overwrite: bool) -> bo
             (root / name).unlink(missing_ok=True)
         shutil.rmtree(root / store_lib.SHARDS, ignore_errors=True)
     elif path.is_file():
-        old = json.loads(path.read_text())
-        diff = [k for k in ("settings", "records_sha1", "shard_size") if old.get(k) != manifest[k]]
-        if diff:
-            changed = sorted(k for k in set(old.get("settings", {})) | set(manifest["settings"])
-                             if old.get("settings", {}).get(k) != manifest["settings"].get(k))
-            what = ", ".join(changed) if changed else "the list of images"
-            raise FeatureStoreError(f"{root} holds features extracted with other settings ({what} differ); use "
-                                    "another output folder, or delete it (`eupe extract --overwrite` replaces it)")
+        old = store_lib.read_manifest(root)
+        reason = _mismatch(old, manifest)
+        if reason:
+            raise FeatureStoreError(f"{root} holds features extracted with other settings ({reason}); use another "
+                                    "output folder, or delete it (`eupe extract --overwrite` replaces it)")
         if old.get("complete"):
             return True
     elif (root / store_lib.SHARDS).exists():
@@ -154,38 +171,47 @@ def extract_features(
     *,
     device: torch.device | str | None = None,
     autocast: contextlib.AbstractContextManager | None = None,
-    model_id: str = "",
+    identity: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> FeatureStore:
     """Extracts features of every image of ``source`` (anything :func:`list_images` accepts) into ``output_dir``.
 
-    Resumes an interrupted run with the same settings (``model_id`` names the backbone, so that features of
-    another model are never mixed in); undecodable files are skipped and listed in ``skipped.csv``.
-    ``autocast`` (e.g. ``torch.autocast("cuda", torch.bfloat16)``) wraps every forward pass. Returns the
-    reader of the finished folder.
+    Resumes an interrupted run with the same settings. ``identity`` says what the backbone is by content (the
+    CLI's: the model, its checkpoint's SHA-256 or the seed of random weights, precision; default: the SHA-256 of
+    ``model``'s state), so that features of another model, or of the same path holding other weights, are never
+    mixed in or taken as complete. Undecodable files, and links the listing left out, are listed in
+    ``skipped.csv``. ``autocast`` (e.g. ``torch.autocast("cuda", torch.bfloat16)``) wraps every forward pass.
+    The folder is locked while the run writes (a second run into it is refused). Returns the reader of the
+    finished folder.
     """
     config = config or ExtractConfig()
     config.validate()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    records, class_names = list_images(source)
+    listing = scan_images(source)
+    records = listing.records
     root = Path(output_dir)
     keys = feature_keys(config, model.n_blocks)
     num_shards = math.ceil(len(records) / config.shard_size)
+    if identity is None:
+        identity = backbone_identity(type(model).__name__, f"sha256:{module_sha256(model)}")
     manifest = {
-        "format_version": 1, "complete": False, "source": str(source), "settings": _settings(config, model_id),
-        "num_records": len(records), "records_sha1": records_fingerprint(records), "shard_size": config.shard_size,
-        "num_shards": num_shards, "keys": keys, "class_names": class_names,
+        "format_version": FORMAT_VERSION, "complete": False, "source": str(source),
+        "settings": _settings(config, identity), "num_records": len(records),
+        "records_sha1": records_fingerprint(records), "shard_size": config.shard_size, "num_shards": num_shards,
+        "keys": keys, "class_names": listing.class_names, "left_out": [list(entry) for entry in listing.skipped],
     }
-    if _prepare_folder(root, manifest, overwrite):
-        logger.info("%s is already complete; nothing to do", root)
-        return FeatureStore(root)
-
-    pending = [s for s in range(num_shards) if not store_lib.shard_dir(root, s).exists()]
-    if len(pending) < num_shards:
-        logger.info("resuming: %d of %d shards already done", num_shards - len(pending), num_shards)
-    _run(model, records, root, config, pending, device, autocast or contextlib.nullcontext(), progress)
-    _finalise(root, records, manifest)
+    with locked_output_dir(root, "eupe extract"):
+        if _prepare_folder(root, manifest, overwrite):
+            logger.info("%s is already complete; nothing to do", root)
+            return FeatureStore(root)
+        for path, reason in listing.skipped:
+            logger.warning("skipped %s: %s", path, reason)
+        pending = [s for s in range(num_shards) if not store_lib.shard_dir(root, s).exists()]
+        if len(pending) < num_shards:
+            logger.info("resuming: %d of %d shards already done", num_shards - len(pending), num_shards)
+        _run(model, records, root, config, pending, device, autocast or contextlib.nullcontext(), progress)
+        _finalise(root, records, manifest)
     return FeatureStore(root)
 
 
@@ -224,7 +250,12 @@ def _run(model: nn.Module, records: list[ImageRecord], root: Path, config: Extra
                 with autocast:
                     feats = compute_features(model, images, config)
                 for key, value in feats.items():
-                    parts.setdefault(key, []).append(value.to(out_dtype).cpu())
+                    value = value.to(out_dtype).cpu()
+                    require_finite(value, f"features {key!r} ({config.dtype}) computed into {root}",
+                                   [records[i].path for i in batch.indices.tolist()],
+                                   hint="the model or its weights give NaN/inf, or the values overflow "
+                                        f"{config.dtype} (try --dtype float32)")
+                    parts.setdefault(key, []).append(value)
                 indices.extend(batch.indices.tolist())
             bar.update(len(batch_ids))
             if (batch_ids[-1] + 1) % config.shard_size == 0 or batch_ids[-1] + 1 == len(records):
@@ -254,6 +285,7 @@ def _finalise(root: Path, records: list[ImageRecord], manifest: dict[str, Any]) 
     index_csv, skipped_csv = csv.writer(index_rows), csv.writer(skipped_rows)
     index_csv.writerow(["row", "path", "label", "class_name"])
     skipped_csv.writerow(["path", "reason"])
+    skipped_csv.writerows(manifest["left_out"])
     row = 0
     for s in range(manifest["num_shards"]):
         meta = store_lib.read_shard_meta(store_lib.shard_dir(root, s))
@@ -265,7 +297,7 @@ def _finalise(root: Path, records: list[ImageRecord], manifest: dict[str, Any]) 
             skipped_csv.writerow([records[i].path, reason])
     atomic_write_text(root / store_lib.INDEX, index_rows.getvalue())
     atomic_write_text(root / store_lib.SKIPPED, skipped_rows.getvalue())
-    num_skipped = len(records) - row
+    num_skipped = len(records) - row + len(manifest["left_out"])
     atomic_write_json(root / store_lib.MANIFEST, dict(manifest, complete=True, num_images=row,
                                                       num_skipped=num_skipped))
     logger.info("extracted %d images into %s, skipped %d (listed in %s)", row, root, num_skipped, store_lib.SKIPPED)

@@ -31,6 +31,33 @@ class FeatureStoreError(RuntimeError):
     """A feature folder that is missing, incomplete or does not match what was asked for."""
 
 
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of a feature folder; a corrupt one is a :class:`FeatureStoreError`."""
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:
+        raise FeatureStoreError(f"{path} is not valid JSON ({err}); delete the folder, or extract again with "
+                                "--overwrite") from None
+    if not isinstance(manifest, dict):
+        raise FeatureStoreError(f"{path} does not hold a feature manifest; extract again with --overwrite")
+    return manifest
+
+
+def require_finite(values: torch.Tensor, what: str, rows: Sequence[str] | None = None, *, hint: str = "") -> None:
+    """Raises ``ValueError`` naming the rows (first dimension: by ``rows``, e.g. image paths, else by index) of
+    ``values`` that hold NaN or infinite values; ``what`` says what they are and ``hint`` what to do."""
+    if values.numel() == 0 or not values.is_floating_point():
+        return
+    finite = torch.isfinite(values.reshape(values.shape[0] if values.ndim else 1, -1)).all(1)
+    bad = (~finite).nonzero().flatten().tolist()
+    if not bad:
+        return
+    named = [str(rows[i]) if rows is not None else f"row {i}" for i in bad[:5]]
+    raise ValueError(f"{what}: {len(bad)} of {finite.numel()} rows hold NaN or infinite values: {', '.join(named)}"
+                     + (" ..." if len(bad) > 5 else "") + (f"; {hint}" if hint else ""))
+
+
 def shard_dir(root: Path, shard: int) -> Path:
     return root / SHARDS / f"{shard:05d}"
 
@@ -105,7 +132,7 @@ class FeatureStore:
         manifest = self.root / MANIFEST
         if not manifest.is_file():
             raise FeatureStoreError(f"{self.root} is not a feature folder (no {MANIFEST}); run `eupe extract` first")
-        self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+        self.manifest: dict[str, Any] = read_manifest(self.root)
         if not self.manifest.get("complete"):
             raise FeatureStoreError(f"Extraction into {self.root} did not finish; run the same `eupe extract` "
                                     "command again to complete it (finished shards are kept)")
@@ -120,6 +147,13 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What backbone extracted these features (its identity, keyed by content), as the manifest records it;
+        folders of manifest format 1 recorded only a name string (``{"model_id": ...}``)."""
+        recorded = self.manifest["settings"].get("model")
+        return dict(recorded) if isinstance(recorded, Mapping) else {"model_id": recorded}
 
     def shard_paths(self) -> list[Path]:
         return [shard_dir(self.root, i) for i in range(int(self.manifest["num_shards"]))]
@@ -136,6 +170,8 @@ class FeatureStore:
         out = torch.cat(parts) if parts else torch.empty(0)
         if out.shape[0] != len(self):
             raise FeatureStoreError(f"{self.root}: {key!r} has {out.shape[0]} rows but {INDEX} lists {len(self)}")
+        require_finite(out, f"{self.root}: features {key!r}", self.paths,
+                       hint="extract them again (`eupe extract --overwrite`; --dtype float32 if float16 overflows)")
         return out
 
     def _check_key(self, key: str) -> None:

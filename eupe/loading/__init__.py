@@ -1,8 +1,17 @@
 """Weight loading: where checkpoints come from (sources) and how they are checked and loaded (checkpoint)."""
 
-from .api import load, load_weights
-from .checkpoint import CheckpointError, LoadReport, load_into, read_state_dict, suggest_architecture
+from .api import load, load_weights, read_weights
+from .checkpoint import (
+    CheckpointError,
+    LoadReport,
+    all_finite,
+    check_fit,
+    load_into,
+    non_finite_keys,
+    read_state_dict,
+    suggest_architecture,
+)
 from .sources import resolve_weights
 
-__all__ = ["CheckpointError", "LoadReport", "load", "load_into", "load_weights", "read_state_dict", "resolve_weights",
-           "suggest_architecture"]
+__all__ = ["CheckpointError", "LoadReport", "all_finite", "check_fit", "load", "load_into", "load_weights",
+           "non_finite_keys", "read_state_dict", "read_weights", "resolve_weights", "suggest_architecture"]

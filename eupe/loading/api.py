@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..models import get_model_entry
 from .checkpoint import LoadReport, load_into, read_state_dict
-from .sources import resolve_weights
+from .sources import resolve_weights, split_key
+
+
+def read_weights(weights: str | os.PathLike, *, default_filename: str | None = None) -> dict[str, Tensor]:
+    """The state dict of any ``weights`` source :func:`load` accepts, ``#<key>`` suffix included."""
+    spec, key = split_key(os.fspath(weights))
+    return read_state_dict(resolve_weights(spec, default_filename=default_filename), key=key)
 
 
 def load(
@@ -25,7 +31,8 @@ def load(
     """Builds model ``name`` in eval mode and loads ``weights`` into it.
 
     ``weights``: a local ``.pt``/``.pth``/``.safetensors`` file, a ``file://``/``https://`` URL or an
-    ``hf://org/repo[/file]`` reference; ``None`` takes the released file (``hf://``) when ``pretrained`` is set,
+    ``hf://org/repo[/file]`` reference, each optionally ending in ``#<key>`` to pick one state dict of a checkpoint
+    that holds several (``ckpt.pt#student``); ``None`` takes the released file (``hf://``) when ``pretrained`` is set,
     and keeps random weights otherwise. Adapter heads in the checkpoint (``projectors.*``) land in
     ``model.projectors``; :func:`load_weights` returns the :class:`LoadReport` of a load.
     ``quantize="int8"`` returns a CPU model whose Linear layers run as dynamically quantised int8 GEMMs.
@@ -40,7 +47,7 @@ def load(
     state_dict = None
     if weights is not None:  # read the file first: a bad source fails before a large model is built
         default_file = entry.pretrained.filename if entry.pretrained else None
-        state_dict = read_state_dict(resolve_weights(weights, default_filename=default_file))
+        state_dict = read_weights(weights, default_filename=default_file)
     model = entry.build(**overrides)
     if state_dict is not None:
         load_into(model, state_dict, model_name=name, source=os.fspath(weights))
@@ -54,5 +61,5 @@ def load(
 
 def load_weights(model: nn.Module, weights: str | os.PathLike, *, model_name: str | None = None) -> LoadReport:
     """Loads ``weights`` (any source :func:`load` accepts) into an existing ``model``; returns what was loaded."""
-    state_dict = read_state_dict(resolve_weights(weights))
+    state_dict = read_weights(weights)
     return load_into(model, state_dict, model_name=model_name or type(model).__name__, source=os.fspath(weights))

@@ -3,6 +3,8 @@
 Nothing here executes pickled code: ``.safetensors`` files are read with safetensors and everything else with
 ``torch.load(weights_only=True)``. Checkpoints may carry adapter heads under ``projectors.*``; they are loaded
 into the backbone's ``projectors`` submodule (built from the tensors' shapes) under the same strict check.
+A checkpoint that holds several state dicts (``student`` and ``teacher``, a model and its EMA) is never guessed
+from: one is chosen with ``key`` (``path#key`` in a ``weights`` argument). Weights holding NaN or inf are refused.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,8 @@ logger = logging.getLogger(__name__)
 PROJECTOR_PREFIX = "projectors."
 # Buffers that are pure functions of the architecture: recomputed when a checkpoint lacks them.
 DERIVED_SUFFIXES = (".bias_mask", "rope_embed.periods")
-CONTAINER_KEYS = ("state_dict", "model", "teacher", "student")
+# Keys under which checkpoints hold a state dict; when several hold one, the caller must choose (``path#key``).
+CONTAINER_KEYS = ("state_dict", "model", "teacher", "student", "state_dict_ema", "model_ema", "ema")
 STRIP_PREFIXES = ("module.", "backbone.", "_orig_mod.")
 
 
@@ -46,8 +50,12 @@ class LoadReport:
         return f"loaded {self.loaded} tensors into {self.model_name} from {self.source}{heads}{derived}"
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Reads a flat ``{name: tensor}`` dict from ``.safetensors``, ``.pt`` or ``.pth``; unwraps common containers."""
+def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
+    """Reads a flat ``{name: tensor}`` dict from ``.safetensors``, ``.pt`` or ``.pth``; unwraps common containers.
+
+    ``key`` picks the state dict under that entry (dotted for nested ones: ``model.teacher``); without it, a file
+    that holds several state dicts is an error listing them. Non-finite (NaN/inf) weights are an error too.
+    """
     path = Path(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"Weights file {path} is empty (0 bytes); the download or copy did not finish.")
@@ -68,20 +76,59 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"Cannot read {path} ({type(err).__name__}: {err}). The file is truncated or corrupt, "
             f"or not a PyTorch/safetensors checkpoint; download it again."
         ) from err
-    return _unwrap(obj, path)
+    state = _unwrap(obj, path, key)
+    bad = non_finite_keys(state)
+    if bad:
+        raise CheckpointError(
+            f"{path}{'#' + key if key else ''} holds NaN/inf values in {len(bad)} of its {len(state)} tensors "
+            f"({_summarise(bad)}): it was saved from a run that diverged. Use an earlier checkpoint of that run.")
+    return state
 
 
-def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
+def non_finite_keys(tree: object, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in ``tree`` (a tensor, or nested mappings, lists and tuples of
+    them, e.g. a training checkpoint) that hold a NaN or an infinity."""
+    if isinstance(tree, Tensor):
+        return [prefix] if tree.is_floating_point() and not all_finite(tree) else []
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return []
+    return [bad for key, value in items for bad in non_finite_keys(value, f"{prefix}.{key}" if prefix else str(key))]
+
+
+def all_finite(tensor: Tensor) -> bool:
+    """Whether the floating-point ``tensor`` holds no NaN and no infinity."""
+    # The 2-norm is NaN/inf whenever an element is, and is one fast pass (elementwise isfinite is 10x slower on
+    # CPU); only a tensor of finite values so large that its norm overflows needs the elementwise check.
+    return bool(torch.isfinite(torch.linalg.vector_norm(tensor))) or bool(torch.isfinite(tensor).all())
+
+
+def _unwrap(obj: object, path: Path, key: str | None) -> dict[str, Tensor]:
+    where = ""  # the dotted key of obj inside the file
+    if key is not None:
+        for part in key.split("."):
+            if not isinstance(obj, dict) or part not in obj:
+                held = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+                raise CheckpointError(f"{path} has no entry {where + part!r} (asked for with #{key}); "
+                                      f"{where or 'the top level'} holds {held}.")
+            obj, where = obj[part], f"{where}{part}."
     while isinstance(obj, dict) and not _is_tensor_dict(obj):
-        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
-        if inner is None:
+        found = [k for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)]
+        if len(found) > 1:
+            choices = ", ".join(f"{path}#{where}{k}" for k in found)
+            raise CheckpointError(f"{path} holds several state dicts ({', '.join(where + k for k in found)}); "
+                                  f"say which one to load: {choices} (key= in read_state_dict).")
+        if not found:
             raise CheckpointError(
                 f"{path} holds a dict without tensors at the top level nor under {list(CONTAINER_KEYS)} "
-                f"(top-level keys: {sorted(map(str, obj))[:8]})."
+                f"(keys: {sorted(map(str, obj))[:8]}); if the weights are under another key, add #<key> to the path."
             )
-        obj = inner
+        obj, where = obj[found[0]], f"{where}{found[0]}."
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict.")
+        raise CheckpointError(f"{path}{'#' + key if key else ''} holds a {type(obj).__name__}, not a state dict.")
     for prefix in STRIP_PREFIXES:
         if obj and all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
@@ -106,7 +153,18 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], *, model_name: st
     heads = {k: v for k, v in state_dict.items() if k.startswith(PROJECTOR_PREFIX)}
     if heads:
         _attach_projectors(model, heads, source)
-    expected = model.state_dict()
+    derived = check_fit(model.state_dict(), state_dict, model_name=model_name, source=source)
+    model.load_state_dict(state_dict, strict=False)
+    report = LoadReport(model_name, source, len(state_dict), tuple(derived),
+                        tuple(getattr(model, "projectors", {}).keys()) if heads else ())
+    logger.info("%s", report)
+    return report
+
+
+def check_fit(expected: Mapping[str, Tensor], state_dict: Mapping[str, Tensor], *, model_name: str,
+              source: str) -> list[str]:
+    """The derived buffers ``state_dict`` lacks; raises :class:`CheckpointError` (naming the keys, and the
+    registered architecture the file fits, if any) unless its keys and shapes are exactly ``expected``'s."""
     missing = [k for k in expected if k not in state_dict]
     derived = [k for k in missing if k.endswith(DERIVED_SUFFIXES)]
     missing = [k for k in missing if k not in derived]
@@ -124,15 +182,11 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], *, model_name: st
             problems.append(f"{len(unexpected)} unexpected key(s): {_summarise(unexpected)}")
         if mismatched:
             problems.append(f"{len(mismatched)} shape mismatch(es): {_summarise(mismatched, 3)}")
-        hint = suggest_architecture({k: v for k, v in state_dict.items() if k not in heads})
+        hint = suggest_architecture({k: v for k, v in state_dict.items() if not k.startswith(PROJECTOR_PREFIX)})
         advice = f" The file looks like '{hint}'; load it with that name." if hint and hint != model_name else \
             " The file is for a different architecture or is incomplete."
         raise CheckpointError(f"Cannot load {source} into {model_name}: " + "; ".join(problems) + "." + advice)
-    model.load_state_dict(state_dict, strict=False)
-    report = LoadReport(model_name, source, len(state_dict), tuple(derived),
-                        tuple(getattr(model, "projectors", {}).keys()) if heads else ())
-    logger.info("%s", report)
-    return report
+    return derived
 
 
 def _attach_projectors(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:

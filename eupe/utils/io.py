@@ -1,13 +1,24 @@
-"""Crash-safe file writing: write to a temporary file beside the target, fsync, then rename over it."""
+"""Crash-safe file writing: write to a temporary file beside the target, fsync, then rename over it.
+
+A process killed mid-write leaves its temporary file (``.<name>.<random>.tmp``) behind;
+:func:`remove_stale_temporaries` deletes those of a folder that no other process writes to (one whose lock is held).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
+
+# The names atomic_path gives its temporary files: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
+TEMPORARY_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 @contextlib.contextmanager
@@ -41,7 +52,28 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_path`. A failed write raises the operating system's error (e.g.
+    ``OSError`` ENOSPC for a full disk), not the "unexpected pos" ``RuntimeError`` torch raises after it."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a Python file: torch then sees the OSError of a write
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):  # torch's zip writer complains about its position after it
+                raise err.__context__ from None
+            raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files :func:`atomic_path` left in ``folder`` (not its subfolders) when a process was
+    killed mid-write; returns them. Only call it while holding the folder's lock: another process's temporary
+    file is not stale."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if TEMPORARY_RE.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logger.info("Removed %s, the partial file of an interrupted write", path)
+    return stale

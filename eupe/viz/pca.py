@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..data.transforms import resize_short_side
 from ..eval.dense import extract_patch_features, feature_stride
+from ..extract import require_finite
+from ..extract.transforms import resize_short_side_bounded
 from .images import side_by_side, to_batch
 
 logger = logging.getLogger(__name__)
@@ -90,11 +92,23 @@ def pca_rgb(maps: list[Tensor], foreground_threshold: float | None = None) -> li
 def pca_pictures(
     backbone: nn.Module, images: list[Image.Image], size: int = 448, foreground_threshold: float | None = None,
     device: torch.device | str = "cpu", autocast: contextlib.AbstractContextManager | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Image.Image]:
-    """For each image: the (resized) image beside its PCA picture, upsampled to the image size (nearest)."""
+    """For each image: the (resized) image beside its PCA picture, upsampled to the image size (nearest).
+
+    Images are resized to short side ``size`` with the long side bounded (:func:`resize_short_side_bounded`, which
+    logs what it did to an extreme aspect ratio, naming the image by ``names``)."""
     stride = feature_stride(backbone)
-    resized = [resize_short_side(image, size, multiple=stride) for image in images]
+    resized = [resize_short_side_bounded(image, size, multiple=stride, name=picture_name(names, i))
+               for i, image in enumerate(images)]
     maps = [extract_patch_features(backbone, to_batch([image], device), autocast)[0].cpu() for image in resized]
+    for i, features in enumerate(maps):
+        require_finite(features[None], f"patch features of {picture_name(names, i)}")
     pictures = pca_rgb(maps, foreground_threshold)
     return [side_by_side(image, Image.fromarray(p).resize(image.size, Image.NEAREST))
             for image, p in zip(resized, pictures)]
+
+
+def picture_name(names: Sequence[str] | None, index: int) -> str:
+    """How notes about the ``index``-th input picture name it."""
+    return names[index] if names is not None else f"image {index}"

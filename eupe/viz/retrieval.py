@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..data import make_transform
 from ..data.images import ImageFolderDataset, ImageRecord, collate_skipping_failures, load_image
+from ..extract import require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def class_token_features(
         kept.extend(batch.indices.tolist())
     if not features:
         raise ValueError("none of the images could be decoded")
-    return torch.cat(features), kept
+    out = torch.cat(features)
+    require_finite(out, "class tokens", [records[i].path for i in kept])
+    return out, kept
 
 
 def nearest_neighbours(
@@ -53,10 +56,13 @@ def nearest_neighbours(
     scores = queries @ gallery.T
     if exclude is not None:
         scores = scores.masked_fill(exclude, -float("inf"))
-    k = min(k, gallery.shape[0] - (int(exclude.sum(1).max()) if exclude is not None else 0))
-    if k <= 0:
+    available = gallery.shape[0] - (int(exclude.sum(1).max()) if exclude is not None else 0)
+    if available <= 0:
         raise ValueError("the gallery has no image to retrieve besides the queries themselves")
-    return scores.topk(k, dim=1)
+    if k > available:
+        logger.warning("retrieval: k=%d but the gallery offers %d images per query: showing %d neighbours", k,
+                       available, available)
+    return scores.topk(min(k, available), dim=1)
 
 
 def _thumbnail(path: str, size: int, border: str = "white") -> Image.Image:

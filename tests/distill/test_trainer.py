@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from eupe.distill.monitor import read_metrics
-from eupe.distill.trainer import NonFiniteLossError
+from eupe.distill.trainer import NonFiniteError
 from tests.distill.helpers import TensorViews, random_images
 from tests.distill.run_tiny import build
 
@@ -80,7 +80,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_p
         return original(step)
 
     d.train_step = poisoned
-    with pytest.raises(NonFiniteLossError, match="step 3"):
+    with pytest.raises(NonFiniteError, match="step 3"):
         d.run()
     assert [p.name for p in tmp_path.glob("ckpt-*.pt")] == ["ckpt-00000002.pt"]
     ckpt = torch.load(tmp_path / "ckpt-00000002.pt", weights_only=False)

@@ -41,7 +41,10 @@ def test_of_wraps_a_loaded_module():
     backbone = EvalBackbone.of(model, name="tiny")
     assert isinstance(backbone, FeatureBackbone)  # usable wherever features are extracted
     assert backbone.load() is model and backbone.device == torch.device("cpu")
-    assert (backbone.name, backbone.model_id, backbone.autocast) == ("tiny", "tiny", None)
+    assert (backbone.name, backbone.autocast) == ("tiny", None)
+    identity = backbone.identity()
+    assert identity["model"] == "tiny" and identity["weights"].startswith("sha256:")
+    assert EvalBackbone.of(tiny_vit(), name="tiny").identity() != identity  # other weights, other identity
     assert EvalBackbone.of(model, device="meta").device == torch.device("meta")
 
 
@@ -49,7 +52,7 @@ def _never_loaded() -> EvalBackbone:
     def load():
         raise AssertionError("the backbone was loaded before the inputs were checked")
 
-    return EvalBackbone(load, torch.device("cpu"), "unused", name="unused")
+    return EvalBackbone(load, torch.device("cpu"), load, name="unused")
 
 
 @pytest.mark.parametrize(("run", "key"), [(run_segmentation, "data.root"), (run_depth, "data.root"),

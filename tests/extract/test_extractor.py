@@ -122,14 +122,15 @@ def test_resume_after_kill_recomputes_nothing_finished(tmp_path, model, monkeypa
 
 def test_other_settings_refuse_to_mix(tmp_path, model):
     src = make_tree(tmp_path / "src", per_class=1)
-    extract_features(model, src, tmp_path / "out", cfg(), model_id="a", progress=False)
-    with pytest.raises(FeatureStoreError, match="resolution differ"):
-        extract_features(model, src, tmp_path / "out", cfg(resolution=48), model_id="a", progress=False)
-    with pytest.raises(FeatureStoreError, match="model differ"):
-        extract_features(model, src, tmp_path / "out", cfg(), model_id="b", progress=False)
-    store = extract_features(model, src, tmp_path / "out", cfg(resolution=48), model_id="b", overwrite=True,
+    a, b = {"model": "m", "weights": "sha256:a"}, {"model": "m", "weights": "sha256:b"}
+    extract_features(model, src, tmp_path / "out", cfg(), identity=a, progress=False)
+    with pytest.raises(FeatureStoreError, match="resolution differs"):
+        extract_features(model, src, tmp_path / "out", cfg(resolution=48), identity=a, progress=False)
+    with pytest.raises(FeatureStoreError, match=r"model.weights differs \('sha256:a' stored, 'sha256:b' now\)"):
+        extract_features(model, src, tmp_path / "out", cfg(), identity=b, progress=False)
+    store = extract_features(model, src, tmp_path / "out", cfg(resolution=48), identity=b, overwrite=True,
                              progress=False)
-    assert store.manifest["settings"]["resolution"] == 48
+    assert store.manifest["settings"]["resolution"] == 48 and store.identity == b
 
 
 def test_shard_of_only_bad_files_and_workers(tmp_path, model):

@@ -26,3 +26,12 @@ def test_resize_center_crop_matches_manual_pipeline():
     assert make_eval_transform(24, "square")(img).shape == (3, 24, 24)
     with pytest.raises(ValueError, match="resize mode"):
         make_eval_transform(32, "stretch")
+
+
+def test_an_extreme_aspect_ratio_resamples_only_the_crop_to_the_same_pixels():
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 900, 3), dtype=np.uint8))
+    resized = image.resize((1920, 64), Image.BICUBIC)  # short side 64; 900 * 64 / 30 = 1920
+    left = (1920 - 56) // 2
+    exact = np.asarray(resized.crop((left, 4, left + 56, 60)), dtype=float)
+    bounded = np.asarray(ResizeCenterCrop(64, 56)._resampled_crop(image), dtype=float)
+    assert np.abs(bounded - exact).mean() < 2.0  # equal up to PIL's rounding of the two passes

@@ -175,6 +175,7 @@ def test_hf_reference_uses_cache_when_offline(tmp_path, monkeypatch, vitt_state)
         return str(cached)
 
     monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=hf_hub_download))
+    monkeypatch.setattr("eupe.loading.sources.hub_reachable", lambda: True)  # reachable, yet the download fails
     _same_weights(_load("hf://facebook/EUPE-ViT-T"), vitt_state)  # file name from the model's pretrained cfg
     assert requests == [("facebook/EUPE-ViT-T", "EUPE-ViT-T.pt", None, False),
                         ("facebook/EUPE-ViT-T", "EUPE-ViT-T.pt", None, True)]

@@ -78,7 +78,7 @@ BACKBONE = ["--model", "eupe_vitt16", "--weights", "random", "--arch", "depth=1"
 def test_cli_pca_and_retrieval(photos, tmp_path, capsys, monkeypatch):
     assert _cli(["visualize", "pca", str(photos), "--output-dir", str(tmp_path / "pca"), "--size", "32",
                  "--foreground-threshold", "0.3", *BACKBONE]) == 0
-    written = sorted(p.name for p in (tmp_path / "pca").iterdir())
+    written = sorted(p.name for p in (tmp_path / "pca").iterdir() if not p.name.startswith("."))
     assert written == ["000_a0_pca.png", "001_a1_pca.png", "002_b0_pca.png", "003_b1_pca.png"]
     assert Image.open(tmp_path / "pca" / written[0]).size == (32 * 2 + 4, 32)  # 48x40 -> 38x32 -> 32x32
     drawn = []  # (queries, neighbours) handed to the grid: the queries are in the gallery too
@@ -103,11 +103,11 @@ def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
     seg = LinearProbeHead(192, 5)
     # head files in the layout run_segmentation / run_depth write (their meta are these config dataclasses)
     save_head(tmp_path / "seg.pt", seg, task="segmentation", meta={
-        "in_dim": 192, "num_classes": 5, "model": "x", "eval": asdict(SegEvalConfig(img_size=32, crop_size=32,
+        "in_dim": 192, "num_classes": 5, "model": "eupe_vitt16", "eval": asdict(SegEvalConfig(img_size=32, crop_size=32,
                                                                                       stride=21))})
     depth = DepthHead(192, n_bins=8)
     save_head(tmp_path / "depth.pt", depth, task="depth",
-              meta={"in_dim": 192, "model": "x", "head": asdict(DepthHeadConfig(n_bins=8))})
+              meta={"in_dim": 192, "model": "eupe_vitt16", "head": asdict(DepthHeadConfig(n_bins=8))})
     assert _cli(["visualize", "segmentation", str(photos / "a" / "a0.jpg"), "--head", str(tmp_path / "seg.pt"),
                  "--output-dir", str(tmp_path / "out"), *BACKBONE]) == 0
     assert Image.open(tmp_path / "out" / "000_a0_segmentation.png").size == (38 * 2 + 4, 32)

@@ -150,9 +150,12 @@ def evaluate_depth(
     return {**averager.compute(), "num_images": averager.count, "skipped_images": skipped}
 
 
-def load_depth_head(path: str | Path) -> tuple[DepthHead, dict[str, Any]]:
-    """Rebuilds a head saved by :func:`run_depth`."""
-    return load_head(path, TASK, lambda meta: DepthHead(meta["in_dim"], **meta["head"]))
+def load_depth_head(path: str | Path, *, width: int | None = None, identity: dict[str, Any] | None = None
+                    ) -> tuple[DepthHead, dict[str, Any]]:
+    """Rebuilds a head saved by :func:`run_depth`; given the backbone's ``width`` and ``identity``, refuses a head
+    trained on another backbone."""
+    return load_head(path, TASK, lambda meta: DepthHead(meta["in_dim"], **meta["head"]), width=width,
+                     identity=identity)
 
 
 def run_depth(backbone: EvalBackbone, config: DepthConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -161,9 +164,9 @@ def run_depth(backbone: EvalBackbone, config: DepthConfig, output_dir: str | Pat
     model, device, autocast, name = backbone.load(), backbone.device, backbone.autocast, backbone.name
     head, stats = train_depth_head(model, config, device, autocast)
     save_head(Path(output_dir) / "head.pt", head, task=TASK,
-              meta={"in_dim": head.in_dim, "model": name, "head": asdict(config.head)})
+              meta={"in_dim": head.in_dim, "model": name, "backbone": backbone.identity(), "head": asdict(config.head)})
     metrics = evaluate_depth(model, head, config, device, autocast)
-    results = {"model": name, "protocol": "nyuv2_linear", **stats, **metrics}
+    results = {"model": name, "backbone": backbone.identity(), "protocol": "nyuv2_linear", **stats, **metrics}
     summary = (f"depth {name}: RMSE {metrics['rmse']:.4f} AbsRel {metrics['abs_rel']:.4f} "
                f"d1 {metrics['delta1']:.4f} ({metrics['num_images']} images, {config.train.iterations} its)")
     write_run_outputs(output_dir, config=config, results=results, summary=summary)

@@ -100,13 +100,16 @@ def evaluate_keypoints(
         correct[pair.category] += int(hits.sum())
         total[pair.category] += len(hits)
         n_pairs[pair.category] += 1
-    rows = [{"category": c, "pck": 100 * correct[c] / total[c] if total[c] else float("nan"),
+    rows = [{"category": c, "pck": 100 * correct[c] / total[c] if total[c] else None,
              "keypoints": total[c], "pairs": n_pairs[c]} for c in sorted(n_pairs)]
     with_points = [r["pck"] for r in rows if r["keypoints"]]
     all_points = sum(total.values())
+    if not all_points:
+        raise ValueError(f"the {len(pairs)} SPair pairs of split {cfg.split!r} in {cfg.root} hold no keypoints: "
+                         "there is nothing to measure PCK on")
     results = {
-        "pck": 100 * sum(correct.values()) / all_points if all_points else float("nan"),
-        "pck_category_mean": float(np.mean(with_points)) if with_points else float("nan"),
+        "pck": 100 * sum(correct.values()) / all_points,
+        "pck_category_mean": float(np.mean(with_points)),
         "alpha": cfg.alpha, "num_pairs": len(pairs), "num_keypoints": all_points, "image_forwards": features.forwards,
         "per_category": {r["category"]: r["pck"] for r in rows},
     }
@@ -117,7 +120,7 @@ def run_keypoints(backbone: EvalBackbone, config: KeypointsConfig, output_dir: s
     """Evaluates and writes ``config.yaml``, ``results.json`` and ``results.csv`` (one row per category)."""
     _require_spair_root(config)
     results, rows = evaluate_keypoints(backbone.load(), config, backbone.device, backbone.autocast)
-    results = {"model": backbone.name, "protocol": "spair71k_pck", **results}
+    results = {"model": backbone.name, "backbone": backbone.identity(), "protocol": "spair71k_pck", **results}
     summary = (f"keypoints {backbone.name}: PCK@{config.alpha:g} {results['pck']:.2f} (category mean "
                f"{results['pck_category_mean']:.2f}; {results['num_pairs']} pairs, {len(rows)} categories)")
     write_run_outputs(output_dir, config=config, results=results, summary=summary, table=rows)

@@ -122,9 +122,12 @@ def predict_segmentation(
                           cfg.crop_size, cfg.stride, head.out_channels)
 
 
-def load_segmentation_head(path: str | Path) -> tuple[LinearProbeHead, dict[str, Any]]:
-    """Rebuilds a head saved by :func:`run_segmentation` (meta holds its sizes and eval settings)."""
-    return load_head(path, TASK, lambda meta: LinearProbeHead(meta["in_dim"], meta["num_classes"]))
+def load_segmentation_head(path: str | Path, *, width: int | None = None, identity: dict[str, Any] | None = None
+                           ) -> tuple[LinearProbeHead, dict[str, Any]]:
+    """Rebuilds a head saved by :func:`run_segmentation` (meta holds its sizes and eval settings); given the
+    backbone's ``width`` and ``identity``, refuses a head trained on another backbone."""
+    return load_head(path, TASK, lambda meta: LinearProbeHead(meta["in_dim"], meta["num_classes"]), width=width,
+                     identity=identity)
 
 
 def run_segmentation(backbone: EvalBackbone, config: SegmentationConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -133,11 +136,11 @@ def run_segmentation(backbone: EvalBackbone, config: SegmentationConfig, output_
     model, device, autocast, name = backbone.load(), backbone.device, backbone.autocast, backbone.name
     head, stats = train_segmentation_head(model, config, device, autocast)
     save_head(Path(output_dir) / "head.pt", head, task=TASK, meta={
-        "in_dim": head.in_dim, "num_classes": head.out_channels, "model": name,
+        "in_dim": head.in_dim, "num_classes": head.out_channels, "model": name, "backbone": backbone.identity(),
         "eval": asdict(config.eval),
     })
     metrics = evaluate_segmentation(model, head, config, device, autocast)
-    results = {"model": name, "protocol": "ade20k_linear", **stats, **metrics}
+    results = {"model": name, "backbone": backbone.identity(), "protocol": "ade20k_linear", **stats, **metrics}
     table = [{"class": i, "IoU": iou, "Acc": acc} for i, (iou, acc) in enumerate(zip(metrics["IoU"], metrics["Acc"]))]
     summary = (f"segmentation {name}: mIoU {metrics['mIoU']:.2f} aAcc {metrics['aAcc']:.2f} "
                f"({metrics['num_images']} images, {config.train.iterations} its)")

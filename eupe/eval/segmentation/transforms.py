@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ...data.transforms import resize_short_side
+from ...extract.transforms import resize_short_side_bounded
 from ..dense.transforms import image_to_tensor
 from .data import IGNORE_INDEX
 
@@ -51,9 +51,9 @@ def photometric_distortion(image: np.ndarray, brightness: float = 32, contrast: 
 
 @dataclass
 class TrainAugment:
-    """Random short-side rescale (``img_size`` x U(scale_range)), random crop (retried while one class covers more
-    than ``cat_max_ratio`` of it), horizontal flip, photometric distortion, normalisation, then padding to the crop
-    size (image 0 after normalisation, label 255), in the reference's order."""
+    """Random short-side rescale (``img_size`` x U(scale_range), long side bounded), random crop (retried while one
+    class covers more than ``cat_max_ratio`` of it), horizontal flip, photometric distortion, normalisation, then
+    padding to the crop size (image 0 after normalisation, label 255), in the reference's order."""
 
     img_size: int
     crop_size: int
@@ -65,8 +65,8 @@ class TrainAugment:
 
     def __call__(self, image: Image.Image, label: np.ndarray) -> tuple[Tensor, Tensor]:
         short = round(self.img_size * random.uniform(*self.scale_range))
-        image = resize_short_side(image, short, resample=Image.BILINEAR)
-        label = np.asarray(resize_short_side(Image.fromarray(label), short, resample=Image.NEAREST))
+        image = resize_short_side_bounded(image, short, resample=Image.BILINEAR, name="a training image")
+        label = np.asarray(Image.fromarray(label).resize(image.size, Image.NEAREST))
         array = np.asarray(image)
         array, label = self._crop(array, label)
         if random.random() < self.flip_prob:
@@ -95,10 +95,12 @@ class TrainAugment:
 
 @dataclass
 class EvalResize:
-    """Short side resized to ``img_size`` (normalised tensor); the label is returned untouched."""
+    """Short side resized to ``img_size`` (long side bounded, :func:`resize_short_side_bounded`; normalised tensor);
+    the label is returned untouched."""
 
     img_size: int
 
     def __call__(self, image: Image.Image, label: np.ndarray) -> tuple[Tensor, Tensor]:
-        resized = resize_short_side(image, self.img_size, resample=Image.BILINEAR)
+        resized = resize_short_side_bounded(image, self.img_size, resample=Image.BILINEAR,
+                                            name="an evaluation image")
         return image_to_tensor(resized), torch.from_numpy(label.astype(np.int64))
