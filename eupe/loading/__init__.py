@@ -1,6 +1,6 @@
 """Weight loading: where checkpoints come from (sources) and how they are checked and loaded (checkpoint)."""
 
-from .api import load, load_weights, read_weights
+from .api import RANDOM_WEIGHTS, create_model, load, load_weights, read_weights
 from .checkpoint import (
     CheckpointError,
     LoadReport,
@@ -13,5 +13,6 @@ from .checkpoint import (
 )
 from .sources import resolve_weights
 
-__all__ = ["CheckpointError", "LoadReport", "all_finite", "check_fit", "load", "load_into", "load_weights",
-           "non_finite_keys", "read_state_dict", "read_weights", "resolve_weights", "suggest_architecture"]
+__all__ = ["RANDOM_WEIGHTS", "CheckpointError", "LoadReport", "all_finite", "check_fit", "create_model", "load",
+           "load_into", "load_weights", "non_finite_keys", "read_state_dict", "read_weights", "resolve_weights",
+           "suggest_architecture"]

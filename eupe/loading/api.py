@@ -11,6 +11,20 @@ from ..models import get_model_entry
 from .checkpoint import LoadReport, load_into, read_state_dict
 from .sources import resolve_weights, split_key
 
+RANDOM_WEIGHTS = "random"  # the weights value of an untrained model, for the API as for --weights
+
+
+def create_model(name: str, pretrained: bool = False, *, pretrained_cfg_overlay: dict | None = None,
+                 **overrides) -> nn.Module:
+    """timm's entry point: model ``name``, with its released weights when ``pretrained`` (or those of
+    ``pretrained_cfg_overlay=dict(file=PATH)``), random otherwise; ``overrides`` replace architecture arguments.
+    Unlike :func:`load` the model is returned in training mode, as timm does."""
+    unknown = set(pretrained_cfg_overlay or {}) - {"file"}
+    if unknown:
+        raise ValueError(f"pretrained_cfg_overlay supports only 'file' (a local checkpoint), not {sorted(unknown)}")
+    weights = (pretrained_cfg_overlay or {}).get("file") if pretrained else None
+    return load(name, weights, pretrained=pretrained, **overrides).train()
+
 
 def read_weights(weights: str | os.PathLike, *, default_filename: str | None = None) -> dict[str, Tensor]:
     """The state dict of any ``weights`` source :func:`load` accepts, ``#<key>`` suffix included."""
@@ -33,13 +47,16 @@ def load(
     ``weights``: a local ``.pt``/``.pth``/``.safetensors`` file, a ``file://``/``https://`` URL or an
     ``hf://org/repo[/file]`` reference, each optionally ending in ``#<key>`` to pick one state dict of a checkpoint
     that holds several (``ckpt.pt#student``); ``None`` takes the released file (``hf://``) when ``pretrained`` is set,
-    and keeps random weights otherwise. Adapter heads in the checkpoint (``projectors.*``) land in
-    ``model.projectors``; :func:`load_weights` returns the :class:`LoadReport` of a load.
+    and keeps random weights otherwise; ``"random"`` (as on the command line) is random weights too. Adapter heads
+    in the checkpoint (``projectors.*``) land in ``model.projectors``; :func:`load_weights` returns the
+    :class:`LoadReport` of a load.
     ``quantize="int8"`` returns a CPU model whose Linear layers run as dynamically quantised int8 GEMMs.
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize={quantize!r} is not supported; use quantize='int8' (CPU) or None")
     entry = get_model_entry(name)
+    if weights == RANDOM_WEIGHTS:
+        weights, pretrained = None, False
     if weights is None and pretrained:
         weights = entry.pretrained.default_source if entry.pretrained else None
         if weights is None:

@@ -207,3 +207,16 @@ def test_int8_quantized_load_keeps_features_close(tmp_path, vitt_state):
     assert cos.min() > 0.99
     with pytest.raises(ValueError, match="quantize='int8'"):
         _load(path, quantize="int4")
+
+
+def test_api_forms_of_timm_and_the_cli(tmp_path, vitt_state):
+    random_model = eupe.load("eupe_vitt16", weights="random", depth=2)  # as --weights random
+    assert not random_model.training and len(random_model.projectors) == 0
+    path = tmp_path / "EUPE-ViT-T.pt"
+    torch.save(vitt_state, path)
+    model = eupe.create_model("eupe_vitt16", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), depth=2)
+    assert model.training  # timm returns training-mode models
+    _same_weights(model, vitt_state)
+    assert eupe.create_model("eupe_vitt16", depth=2).training
+    with pytest.raises(ValueError, match="only 'file'"):
+        eupe.create_model("eupe_vitt16", pretrained=True, pretrained_cfg_overlay=dict(url="x"))
