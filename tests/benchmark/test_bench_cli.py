@@ -30,14 +30,22 @@ def test_bench_rejects_unknown_keys(tmp_path, capsys):
 
 def test_bench_prints_its_table_in_under_60_lines(tmp_path, capfd):
     import logging
+    import sys
 
     import pytest
 
     pytest.importorskip("onnxruntime")
-    logging.basicConfig(level=logging.INFO, force=True)  # as the console script logs: every INFO line would show
-    code = cli.main(["bench", "--models", "eupe_vitt16", "--sizes", "32", "--batch-sizes", "1", "--backends",
-                     "eager,onnxruntime",
-                     "--output-dir", str(tmp_path), "--set", "rounds=2", "--set", "warmup=1", "--set", "depth=1"])
+    root, handler = logging.getLogger(), logging.StreamHandler(sys.stderr)
+    level = root.level
+    root.addHandler(handler)  # as the console script logs: every INFO line would show
+    root.setLevel(logging.INFO)
+    try:
+        code = cli.main(["bench", "--models", "eupe_vitt16", "--sizes", "32", "--batch-sizes", "1", "--backends",
+                         "eager,onnxruntime", "--output-dir", str(tmp_path), "--set", "rounds=2", "--set", "warmup=1",
+                         "--set", "depth=1"])
+    finally:  # the handler writes to this test's captured stderr, which closes with the test
+        root.removeHandler(handler)
+        root.setLevel(level)
     out, err = capfd.readouterr()
     assert code == 0 and len((out + err).splitlines()) < 60, out + err
     assert "| eupe_vitt16 | 32 | 1 | onnxruntime |" in out
