@@ -19,3 +19,13 @@ def _private_cache(tmp_path_factory):
     patch.setenv("EUPE_CACHE", str(tmp_path_factory.mktemp("eupe_cache")))
     yield
     patch.undo()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the kernels of subprocess runs (which use one) for bit-exact comparisons, and much faster
+    on a shared, oversubscribed 2-core CPU (OpenMP's thread sync dominates small ops)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

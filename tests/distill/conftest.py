@@ -3,12 +3,8 @@ so in-process reference runs take the same kernels and match them bit for bit; i
 shared, oversubscribed CPU."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)

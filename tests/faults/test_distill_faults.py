@@ -36,12 +36,9 @@ RUN = ["train.iterations=6", "output.checkpoint_every=3"]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as in tests/distill: the same kernels as the reference runs, and fast on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """One intra-op thread, as in tests/distill (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
 
 
 class Killed(Exception):

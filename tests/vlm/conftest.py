@@ -1,12 +1,11 @@
-"""VLM test fixtures: tiny language models (a 2-layer Llama, a BPE tokenizer trained here: nothing downloaded) and
-one intra-op thread."""
+"""VLM test fixtures: tiny language models (a 2-layer Llama, a BPE tokenizer trained here: nothing downloaded); the
+one_thread fixture comes from tests/conftest.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -44,13 +43,3 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 def tiny_lm_without_template_dir(tmp_path_factory) -> Path:
     """The same kind of LM, with no chat template."""
     return _tiny_lm(tmp_path_factory.mktemp("tiny_lm_plain"), None)
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, OpenMP's thread sync makes ops issued thousands of
-    times per forward (bf16 depthwise convolutions fall back to one call per channel) 50x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
