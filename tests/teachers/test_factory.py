@@ -6,10 +6,17 @@ import pytest
 import torch
 
 import eupe
-from eupe.config import ConfigError, load_config
 import eupe.demo.teachers  # noqa: F401  (registers the demo's kinds, used by some specs below)
-from eupe.teachers import (TeacherError, TeacherSpec, build_teacher, build_teachers, finalise, register_teacher,
-                           teacher_kinds)
+from eupe.config import ConfigError, load_config
+from eupe.teachers import (
+    TeacherError,
+    TeacherSpec,
+    build_teacher,
+    build_teachers,
+    finalise,
+    register_teacher,
+    teacher_kinds,
+)
 from eupe.teachers.feature_map import FeatureMapTeacher
 
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eupe.demo.teachers.mobilenet_v2 import MobileNetV2
 from eupe.loading import CheckpointError
 from eupe.teachers import TeacherError, TeacherSpec, build_teacher
 from eupe.teachers.feature_map import FeatureMapTeacher
-from eupe.demo.teachers.mobilenet_v2 import MobileNetV2
 
 FACTORY = "eupe.demo.teachers.mobilenet_v2:MobileNetV2"
 

@@ -34,9 +34,8 @@ def test_resolve_device_defaults_and_refuses_missing_cuda(monkeypatch):
 def test_one_precision_policy_for_every_command():
     import pytest
 
-    from eupe.utils.device import autocast, bf16_enabled
-
     import eupe.utils.device as device
+    from eupe.utils.device import autocast, bf16_enabled
 
     assert bf16_enabled("bf16", "cpu") and not bf16_enabled("fp32", "cuda")
     assert bf16_enabled("auto", "cpu") is device.fast_bf16("cpu")  # auto follows what the hardware runs natively
