@@ -25,7 +25,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..loading import load
-from ..models import Backbone, create_model, get_model_entry
+from ..models import Backbone, Projectors, create_model, get_model_entry
 
 FeatureLayer = Literal["last_norm", "last", "penultimate"]
 FEATURE_LAYERS: tuple[str, ...] = ("last_norm", "last", "penultimate")
@@ -167,6 +167,7 @@ class EupeVisionModel(PreTrainedModel):
         the released one (``weights=None``), or random weights (``weights=None, pretrained=False``)."""
         config = EupeVisionConfig(eupe_model=name, feature_layer=feature_layer, image_size=image_size)
         backbone = load(name, weights, pretrained=pretrained)
+        backbone.projectors = Projectors()  # the distillation heads play no part in a VLM; the folder omits them
         with torch.device("meta"):  # the random backbone built here is replaced by the loaded one
             model = cls(config)
         model.backbone = backbone

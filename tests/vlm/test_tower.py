@@ -129,3 +129,16 @@ def test_llava_selects_exactly_the_tower_tokens():
     assert torch.equal(torch.stack(features), llava.multi_modal_projector(tokens))
     with pytest.raises(ValueError, match="vision_feature_layer=-1.*EupeVisionConfig.feature_layer"):
         llava.get_image_features(pixel_values=x, vision_feature_layer=-2)
+
+
+def test_a_distilled_checkpoint_s_heads_stay_out_of_the_tower(tmp_path):
+    import eupe
+    from eupe.models import Projectors
+    from eupe.vlm import EupeVisionModel
+
+    student = eupe.create_model("eupe_vitt16")
+    student.projectors = Projectors.build(192, 8, {"proxy": 16})
+    torch.save(student.state_dict(), tmp_path / "student.pt")
+    tower = EupeVisionModel.from_eupe("eupe_vitt16", tmp_path / "student.pt", image_size=32)
+    assert not any(".projectors." in k for k in tower.state_dict())
+    assert torch.equal(tower.backbone.cls_token, student.cls_token)
