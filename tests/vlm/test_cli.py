@@ -56,3 +56,9 @@ def test_eval_writes_results_and_prints_the_table(tiny_lm_dir, tmp_path, capsys)
     assert main(["vlm", "eval", "--model", str(vlm), "--benchmark", "popes", "--data-root", str(pope),
                  "--output-dir", str(tmp_path / "other")]) == 2
     assert "pope" in capsys.readouterr().err
+
+
+def test_vlm_demo_prints_its_config(capsys):
+    assert main(["vlm", "demo", "--print-config", "--set", "stage_b.lr=5e-5"]) == 0
+    printed = capsys.readouterr().out
+    assert "topics:" in printed and "lr: 5.0e-05" in printed

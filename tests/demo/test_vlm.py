@@ -1,0 +1,128 @@
+"""The VLM demo end to end on tiny stand-ins (a 2-layer Llama, a ViT-T tower at 32 px, generated PNG topics), and its
+picture selection: shared files and distillation pictures left out, name groups never split."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageDraw
+
+pytest.importorskip("transformers", reason="the VLM demo needs transformers (the vlm extra)")
+
+from eupe.config import resolve_config  # noqa: E402
+from eupe.demo.vlm import (  # noqa: E402
+    MODELS,
+    SPLITS,
+    format_vlm_table,
+    list_pictures,
+    load_vlm_demo_config,
+    run_vlm_demo,
+    split_pictures,
+)
+from eupe.models import create_model  # noqa: E402
+from eupe.utils.optional import available  # noqa: E402
+from tests.vlm.conftest import CHAT_TEMPLATE, _tiny_lm  # noqa: E402
+
+SHAPES = {"circle": "ellipse", "square": "rectangle", "triangle": "polygon"}
+COLOURS = ("red", "green", "blue", "orange", "purple", "black")
+
+
+def _draw(path: Path, shape: str, colour: str, size: int) -> None:
+    image = Image.new("RGBA", (size, size + 8), (0, 0, 0, 0))  # transparent and not square, as clip-art is
+    draw = ImageDraw.Draw(image)
+    box = (4, 4, size - 4, size - 4)
+    if shape == "polygon":
+        draw.polygon([(size // 2, 4), (4, size - 4), (size - 4, size - 4)], fill=colour)
+    else:
+        getattr(draw, shape)(box, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+@pytest.fixture
+def clipart(tmp_path: Path) -> Path:
+    """``shapes/<circles|squares|triangles>/<colour>_<shape>.png``: three topics of six pictures each."""
+    root = tmp_path / "clipart"
+    for i, colour in enumerate(COLOURS):
+        for topic, shape in SHAPES.items():
+            _draw(root / "shapes" / f"{topic}s" / f"{colour}_{topic}.png", shape, colour, 40 + 8 * i)
+    return root
+
+
+def _config(root: Path, out: Path, *extra: str):
+    """The shipped config with the generated topics (a ``topics=`` override would merge into the shipped ones)."""
+    settings = yaml.safe_load(resolve_config("demo", "vlm").read_text())
+    settings["topics"] = {topic: f"shapes/{topic}s" for topic in SHAPES}
+    path = out.parent / "vlm.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return load_vlm_demo_config(path, [f"images={root}", "exclude_distillation_pictures=false", f"output_dir={out}",
+                                       *extra])
+
+
+def test_demo_pipeline_end_to_end_on_tiny_stand_ins(tmp_path, clipart, one_thread):
+    lm = _tiny_lm(tmp_path / "lm", CHAT_TEMPLATE)
+    weights = tmp_path / "student.pt"
+    torch.save(create_model("eupe_vitt16").state_dict(), weights)
+    steps = [f"{stage}.{key}={value}" for stage in ("stage_a", "stage_b")
+             for key, value in (("per_device_batch_size", 4), ("global_batch_size", 4), ("max_steps", 2))]
+    cfg = _config(clipart, tmp_path / "out", f"student_weights={weights}", f"language_model={lm}", "gguf_file=",
+                  "chat_template=lm", "image_size=32", "ci_resamples=50", "eval_batch_size=8", *steps)
+
+    report = run_vlm_demo(cfg)
+
+    text = (tmp_path / "out" / "results.json").read_text()
+    results = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}: not strict JSON"))
+    assert set(results["models"]) == set(MODELS)
+    for model in results["models"].values():
+        assert set(model["pope"]) == {*SPLITS, "all"}
+        for split in model["pope"].values():
+            low, high = split["f1_ci95"]
+            assert low <= split["f1"] <= high and 0 <= low and high <= 1
+            assert split["accuracy_ci95"][0] <= split["accuracy"] <= split["accuracy_ci95"][1]
+        assert model["vqa"]["ci95"][0] <= model["vqa"]["accuracy"] <= model["vqa"]["ci95"][1]
+        assert [s["stage"] for s in model["training"]] in (["a", "b"], ["b"])
+    assert results["models"]["blind"]["training"][0]["stage"] == "b"
+    data = results["data"]
+    assert data["pope_questions"] == 6 * data["heldout_pictures"] and data["vqa_questions"] == data["heldout_pictures"]
+    assert set(results["comparisons"]) == {"student_vs_random", "student_vs_blind"}
+    assert set(results["outcome"]) == {"beats_random", "beats_blind"}
+    assert results["total_s"] > 0 and "build VLMs" in results["times_s"]
+    for name in MODELS:
+        lines = (tmp_path / "out" / name / "predictions.jsonl").read_text().splitlines()
+        assert len(lines) == data["pope_questions"] + data["vqa_questions"]
+    assert (tmp_path / "out" / "pope_f1.png").is_file() or not available("matplotlib")
+    table = format_vlm_table(report)
+    assert all(m in table for m in MODELS.values()) and "F1 adversarial" in table
+
+
+def test_pictures_in_several_topics_or_the_distillation_pool_are_left_out(tmp_path, clipart):
+    shared = clipart / "shapes" / "squares" / "red_circle.png"
+    os.symlink(clipart / "shapes" / "circles" / "red_circle.png", shared)  # OpenClipart links files across folders
+    distilled = clipart / "shapes" / "triangles" / "blue_triangle.png"
+    cfg = _config(clipart, tmp_path / "out")
+
+    pictures, frequency, skipped = list_pictures(cfg, excluded={os.path.realpath(distilled)})
+
+    names = {Path(p.source).name for ps in pictures.values() for p in ps}
+    assert "red_circle.png" not in names and "blue_triangle.png" not in names
+    assert skipped == {"in several topics": 2, "in the distillation pool": 1}
+    assert frequency == {"circle": 5, "square": 6, "triangle": 5}
+
+
+def test_held_out_pictures_never_share_a_name_group_with_training_ones(tmp_path, clipart):
+    for colour in COLOURS:  # black-and-white copies of each drawing
+        _draw(clipart / "shapes" / "circles" / f"{colour}_circle_bw.png", "ellipse", "gray", 40)
+    cfg = _config(clipart, tmp_path / "out")
+    pictures, _, _ = list_pictures(cfg, excluded=set())
+
+    train, held = split_pictures(pictures["circle"], 0.25, 100, random.Random(0))
+
+    assert len(train) + len(held) == 12 and 0 < len(held) <= 3
+    assert not {p.group for p in train} & {p.group for p in held}
+    assert len({p.group for p in held}) == 1  # the pair of a drawing and its _bw copy
