@@ -21,7 +21,8 @@ Evaluation on the held-out pictures: for each picture and split, its positive an
 yes/no), greedy replies scored with :func:`eupe.vlm.metrics.pope_scores_by_split` (per split and pooled), "What is
 shown?" with :func:`eupe.vlm.metrics.vqa_accuracy`, and 95% percentile-bootstrap intervals over questions
 (:func:`eupe.vlm.metrics.bootstrap_ci`), also for the paired F1 differences between the student and the two
-baselines. Written to ``output_dir``: ``results.json`` (strict JSON), ``pope_f1.png`` and every model folder.
+baselines (F1 and accuracy: F1 rewards answering "yes"). Written to ``output_dir``: ``results.json`` (strict JSON),
+``pope_f1.png``, the pictures and training records, and per model its folders and ``predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from ..data.images import ImageDecodeError, is_image_file, list_images, load_ima
 from ..utils.io import atomic_write_json
 from ..utils.optional import available, install_hint
 from ..viz.charts import bar_chart
-from ..vlm import build_vlm, image_aware_template  # first: without transformers 5, an error saying what to install
+from ..vlm import build_vlm, check_vlm_folder, image_aware_template
 from ..vlm.evaluate import chat_prompt, generate_replies, load_vlm
 from ..vlm.metrics import ConfidenceInterval, bootstrap_ci, mean, pope_scores, pope_scores_by_split, vqa_accuracy
 from ..vlm.train import VLMTrainConfig, train_stage
@@ -332,18 +333,22 @@ def caption(cfg: VLMDemoConfig, p: Picture) -> str:
 
 
 def training_records(cfg: VLMDemoConfig, data: DemoPictures) -> dict[str, list[dict[str, Any]]]:
-    """LLaVA-format records: ``stage_a`` (image -> caption), ``stage_b`` (one conversation per picture: its yes
-    question, a no question whose negative's split cycles over pictures, and "What is shown?", in random order:
-    the evaluation asks each of them as a first turn) and ``stage_b_text`` (the same conversations without the
-    image, for the blind LM)."""
+    """LLaVA-format records: ``stage_a`` (image -> caption), ``stage_b`` (one conversation per picture: a POPE
+    question, "yes" (its topic) and "no" (another topic, the negative's split cycling) alternating over pictures,
+    and "What is shown?", in random order: the evaluation asks each kind as a first turn) and ``stage_b_text``
+    (the same conversations without the image, for the blind LM)."""
     rng = random.Random(cfg.seed + 1)
     records: dict[str, list[dict[str, Any]]] = {"stage_a": [], "stage_b": [], "stage_b_text": []}
     for i, p in enumerate(data.train):
         pid = f"{p.topic}/{Path(p.image).stem}"
         records["stage_a"].append({"id": pid, "image": p.image, "conversations": [
             {"from": "human", "value": "<image>"}, {"from": "gpt", "value": caption(cfg, p)}]})
-        negative = negatives(data, p.topic, SPLITS[i % len(SPLITS)], cfg.negative_pool, rng)
-        pairs = [(pope_text(cfg, p.topic), "yes"), (pope_text(cfg, negative), "no"), (cfg.vqa_question, p.topic)]
+        if i % 2:
+            split = SPLITS[(i // 2) % len(SPLITS)]
+            pope = (pope_text(cfg, negatives(data, p.topic, split, cfg.negative_pool, rng)), "no")
+        else:
+            pope = (pope_text(cfg, p.topic), "yes")
+        pairs = [pope, (cfg.vqa_question, p.topic)]
         rng.shuffle(pairs)
         turns = [t for q, a in pairs for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
         records["stage_b_text"].append({"id": pid, "conversations": turns})
@@ -394,16 +399,21 @@ def student_weights(cfg: VLMDemoConfig, out: Path) -> tuple[str, dict[str, Any] 
 
 
 def build_models(cfg: VLMDemoConfig, weights: str, out: Path) -> dict[str, Path]:
-    """The untrained VLM folders of the two towers (same LM, same seeded projector and new embedding rows)."""
+    """The untrained VLM folders of the two towers: one build with the student, then its tower re-initialised as
+    ``create_model`` does (seeded) and saved again, so the LM, projector and new embedding rows are identical (and
+    the GGUF file, which transformers parses three times per build, ~25 s here, is read once)."""
     template = image_aware_template(CHATML_TEMPLATE) if cfg.chat_template == "chatml" else None
-    folders = {}
-    for name, tower_weights in (("student", weights), ("random", None)):
-        torch.manual_seed(cfg.seed)  # the random tower's initialisation
-        folders[name] = build_vlm(cfg.student_model, tower_weights, language_model(cfg), out / "build" / name,
-                                  eupe_pretrained=tower_weights is not None, feature_layer=cfg.feature_layer,
-                                  image_size=cfg.image_size, gguf_file=cfg.gguf_file or None,
-                                  chat_template=template, dtype=torch.float32, seed=cfg.seed, overwrite=True).path
-        _drop_gguf_quantization(folders[name])
+    built = build_vlm(cfg.student_model, weights, language_model(cfg), out / "build" / "student",
+                      feature_layer=cfg.feature_layer, image_size=cfg.image_size, gguf_file=cfg.gguf_file or None,
+                      chat_template=template, dtype=torch.float32, seed=cfg.seed, overwrite=True)
+    torch.manual_seed(cfg.seed)
+    built.model.model.vision_tower.backbone.init_weights()
+    folders = {"student": built.path, "random": out / "build" / "random"}
+    built.model.save_pretrained(folders["random"])
+    built.processor.save_pretrained(folders["random"])
+    for folder in folders.values():
+        _drop_gguf_quantization(folder)
+        check_vlm_folder(folder)
     return folders
 
 
@@ -453,7 +463,7 @@ def generate(cfg: VLMDemoConfig, folder: Path, prompts: Sequence[tuple[str, str 
 
 
 def _interval(ci: ConfidenceInterval) -> list[float]:
-    return [round(ci.low, 4), round(ci.high, 4)]
+    return [ci.low, ci.high]
 
 
 def _f1(pairs: Sequence[tuple[str, str]]) -> float:
@@ -484,17 +494,24 @@ def score(cfg: VLMDemoConfig, questions: Sequence[Question], replies: Sequence[s
     return result
 
 
-def compare(cfg: VLMDemoConfig, questions: Sequence[Question], replies: dict[str, list[str]]) -> dict[str, Any]:
-    """Pooled POPE F1 of the student minus each baseline's, with a paired bootstrap interval (the same resampled
-    questions for both models), and whether the student wins by more than the reported intervals: its F1
-    interval lies above the baseline's."""
+def compare(cfg: VLMDemoConfig, questions: Sequence[Question], replies: dict[str, list[str]],
+            models: dict[str, Any]) -> dict[str, Any]:
+    """Pooled POPE F1 and accuracy of the student minus each baseline's, with paired bootstrap intervals (the same
+    resampled questions for both models), and whether the student wins by more than the reported intervals: its
+    interval lies above the baseline's. Both, because F1 counts "yes" as the positive class: a model that answers
+    "no" to nearly everything has an F1 near 0 whatever it sees, while its accuracy stays near chance."""
     index = [i for i, q in enumerate(questions) if q.kind in SPLITS]
     result = {}
     for baseline in BASELINES:
         triples = [(replies["student"][i], replies[baseline][i], questions[i].answer) for i in index]
-        ci = bootstrap_ci(triples, lambda t: _f1([(a, y) for a, _, y in t]) - _f1([(b, y) for _, b, y in t]),
-                          resamples=cfg.ci_resamples, seed=cfg.seed)
-        result[f"student_vs_{baseline}"] = {"f1_difference": ci.estimate, "ci95": _interval(ci)}
+        entry: dict[str, Any] = {}
+        for metric, fn in (("f1", _f1), ("accuracy", _accuracy)):
+            ci = bootstrap_ci(triples, lambda t, fn=fn: fn([(a, y) for a, _, y in t]) - fn([(b, y) for _, b, y in t]),
+                              resamples=cfg.ci_resamples, seed=cfg.seed)
+            ours, theirs = models["student"]["pope"]["all"], models[baseline]["pope"]["all"]
+            entry[metric] = {"difference": ci.estimate, "ci95": _interval(ci),
+                             "beyond_intervals": ours[f"{metric}_ci95"][0] > theirs[f"{metric}_ci95"][1]}
+        result[baseline] = entry
     return result
 
 
@@ -556,9 +573,8 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
                         "training": [{k: s[k] for k in ("stage", "steps", "final_loss")} for s in summaries]}
         laps(f"evaluate {name}")
 
-    comparisons = compare(cfg, questions, replies)
-    student_all = models["student"]["pope"]["all"]
-    outcome = {f"beats_{b}": student_all["f1_ci95"][0] > models[b]["pope"]["all"]["f1_ci95"][1] for b in BASELINES}
+    comparisons = compare(cfg, questions, replies, models)
+    outcome = {f"beats_{b}": comparisons[b]["f1"]["beyond_intervals"] for b in BASELINES}
     report = {
         "models": models, "comparisons": comparisons, "outcome": outcome,
         "data": {"topics": {t: {"folder": cfg.topics[t], "pictures": data.frequency[t],
@@ -616,31 +632,35 @@ def _chart(models: dict[str, Any], path: Path, heldout: int) -> None:
         return
     values, intervals = {}, {}
     for m in models.values():
-        for label, metric, ci in (("POPE F1", m["pope"]["all"]["f1"], m["pope"]["all"]["f1_ci95"]),
+        pope = m["pope"]["all"]
+        for label, metric, ci in (("POPE F1", pope["f1"], pope["f1_ci95"]),
+                                  ("POPE acc.", pope["accuracy"], pope["accuracy_ci95"]),
                                   ("VQA acc.", m["vqa"]["accuracy"], m["vqa"]["ci95"])):
             values[f"{m['name']}: {label}"] = 100 * metric
             intervals[f"{m['name']}: {label}"] = (100 * ci[0], 100 * ci[1])
     bar_chart(values, path, xlabel="% (95% bootstrap interval over questions)", x_max=100, intervals=intervals,
-              title=f"VLM demo: POPE F1 (3 splits pooled) and VQA accuracy on {heldout} held-out pictures")
+              title=f"VLM demo on {heldout} held-out pictures\nPOPE (3 splits pooled) and \"What is shown?\" (VQA)")
 
 
 def format_vlm_table(report: dict[str, Any]) -> str:
-    """The results as a text table: POPE F1 per split and pooled, pooled accuracy and VQA accuracy (x100, with
-    95% intervals), then the paired F1 differences and whether the student beats each baseline."""
+    """The results as a text table: POPE F1 per split and pooled, pooled accuracy, the share of "yes" replies and
+    VQA accuracy (x100, with 95% intervals), then the student's paired differences to each baseline."""
     def cell(value: float, ci: Sequence[float]) -> str:
         return f"{100 * value:5.1f} [{100 * ci[0]:5.1f}, {100 * ci[1]:5.1f}]"
 
-    header = [*(f"F1 {s}" for s in (*SPLITS, "all")), "acc all", "VQA acc"]
+    header = [*(f"F1 {s}" for s in (*SPLITS, "all")), "acc all", "yes %", "VQA acc"]
     rows = [[m["name"], *(cell(m["pope"][s]["f1"], m["pope"][s]["f1_ci95"]) for s in (*SPLITS, "all")),
              cell(m["pope"]["all"]["accuracy"], m["pope"]["all"]["accuracy_ci95"]),
-             cell(m["vqa"]["accuracy"], m["vqa"]["ci95"])] for m in report["models"].values()]
+             f"{100 * m['pope']['all']['replied_yes']:5.1f}", cell(m["vqa"]["accuracy"], m["vqa"]["ci95"])]
+            for m in report["models"].values()]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'model':{width}s}  " + "  ".join(f"{h:19s}" for h in header), "-" * (width + 21 * len(header))]
-    lines += [f"{r[0]:{width}s}  " + "  ".join(r[1:]) for r in rows]
-    for name, c in report["comparisons"].items():
-        baseline = name.rsplit("_", 1)[1]
-        verdict = "yes" if report["outcome"][f"beats_{baseline}"] else "no"
-        lines.append(f"student - {MODELS[baseline]}: POPE F1 (all) {100 * c['f1_difference']:+.1f} "
-                     f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] (paired); beyond the intervals: "
-                     f"{verdict}")
+    widths = [19] * 5 + [5, 19]
+    lines = [f"{'model':{width}s}  " + "  ".join(f"{h:{w}s}" for h, w in zip(header, widths)),
+             "-" * (width + sum(w + 2 for w in widths))]
+    lines += [f"{r[0]:{width}s}  " + "  ".join(f"{c:{w}s}" for c, w in zip(r[1:], widths)) for r in rows]
+    for baseline, c in report["comparisons"].items():
+        parts = [f"{metric} {100 * c[metric]['difference']:+.1f} [{100 * c[metric]['ci95'][0]:+.1f}, "
+                 f"{100 * c[metric]['ci95'][1]:+.1f}] (beyond the intervals: "
+                 f"{'yes' if c[metric]['beyond_intervals'] else 'no'})" for metric in ("f1", "accuracy")]
+        lines.append(f"student - {MODELS[baseline]}, paired, POPE all: " + "; ".join(parts))
     return "\n".join(lines)

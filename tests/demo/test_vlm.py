@@ -90,7 +90,8 @@ def test_demo_pipeline_end_to_end_on_tiny_stand_ins(tmp_path, clipart, one_threa
     assert results["models"]["blind"]["training"][0]["stage"] == "b"
     data = results["data"]
     assert data["pope_questions"] == 6 * data["heldout_pictures"] and data["vqa_questions"] == data["heldout_pictures"]
-    assert set(results["comparisons"]) == {"student_vs_random", "student_vs_blind"}
+    assert set(results["comparisons"]) == {"random", "blind"}
+    assert all(set(c) == {"f1", "accuracy"} for c in results["comparisons"].values())
     assert set(results["outcome"]) == {"beats_random", "beats_blind"}
     assert results["total_s"] > 0 and "build VLMs" in results["times_s"]
     for name in MODELS:
@@ -126,3 +127,23 @@ def test_held_out_pictures_never_share_a_name_group_with_training_ones(tmp_path,
     assert len(train) + len(held) == 12 and 0 < len(held) <= 3
     assert not {p.group for p in train} & {p.group for p in held}
     assert len({p.group for p in held}) == 1  # the pair of a drawing and its _bw copy
+
+
+def test_without_student_weights_the_distillation_demo_runs_first_with_the_shortened_settings(tmp_path, monkeypatch):
+    from eupe.demo import distill, vlm
+
+    seen = {}
+
+    def fake_run_demo(cfg):
+        seen["cfg"] = cfg
+        return {"exports": {"student": str(tmp_path / "student.pt")}}
+
+    monkeypatch.setattr(distill, "run_demo", fake_run_demo)
+    cfg = load_vlm_demo_config("vlm", ["student_weights=", "distill_overrides=[stage1.train.iterations=7]"])
+
+    weights, report = vlm.student_weights(cfg, tmp_path)
+
+    assert weights == str(tmp_path / "student.pt") and report is not None
+    assert seen["cfg"].stage1.train.iterations == 7 and seen["cfg"].output_dir == str(tmp_path / "distill")
+    with pytest.raises(FileNotFoundError, match="eupe demo"):
+        vlm.student_weights(load_vlm_demo_config("vlm", [f"student_weights={tmp_path / 'none.pt'}"]), tmp_path)
