@@ -6,11 +6,11 @@ import csv
 import io
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import save_config
+from ..loading import non_finite_keys
 from ..utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,3 @@ def require_finite_values(data: Any, what: str) -> None:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ValueError(f"{what} hold non-finite values (NaN or infinity) at {shown}: a metric without any sample "
                          "to measure it, or a diverged model; nothing was written")
-
-
-def non_finite_keys(data: Any, where: str = "") -> list[str]:
-    """Dotted keys (``[i]`` for list items) of the NaN and infinite floats in nested mappings and lists."""
-    if isinstance(data, float):
-        return [] if math.isfinite(data) else [where or "value"]
-    if isinstance(data, Mapping):
-        return [k for key, value in data.items()
-                for k in non_finite_keys(value, f"{where}.{key}" if where else str(key))]
-    if isinstance(data, (list, tuple)):
-        return [k for i, value in enumerate(data) for k in non_finite_keys(value, f"{where}[{i}]")]
-    return []

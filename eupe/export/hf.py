@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..layers import SwiGLUFFN
 from ..layers.attention import qkv_bias
-from ..loading import load_into
+from ..loading import load_into, require_finite_weights
 from ..models import VisionTransformer
 from ..models.vision_transformer import NORM_EPS
 from ..utils.io import atomic_path, atomic_write_json
@@ -233,7 +233,8 @@ def from_hf_state_dict(tensors: dict[str, Tensor], cfg: dict) -> dict[str, Tenso
 
 
 def load_hf(directory: str | Path) -> VisionTransformer:
-    """Builds an eupe :class:`VisionTransformer` from a transformers DINOv3ViT folder (config + safetensors)."""
+    """Builds an eupe :class:`VisionTransformer` from a transformers DINOv3ViT folder (config + safetensors);
+    weights holding NaN/inf are refused."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -250,6 +251,8 @@ def load_hf(directory: str | Path) -> VisionTransformer:
     state_dict = from_hf_state_dict(load_file(str(weights_path)), cfg)
     if (directory / PROJECTORS_FILE).is_file():
         state_dict.update(load_file(str(directory / PROJECTORS_FILE)))
+    require_finite_weights(state_dict, str(directory), hint="it was exported from a model that diverged; export "
+                           "it again from a finite checkpoint")
     load_into(model, state_dict, model_name="dinov3_vit", source=str(directory))
     return model.eval()
 

@@ -10,6 +10,7 @@ from: one is chosen with ``key`` (``path#key`` in a ``weights`` argument). Weigh
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -77,19 +78,28 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
             f"or not a PyTorch/safetensors checkpoint; download it again."
         ) from err
     state = _unwrap(obj, path, key)
-    bad = non_finite_keys(state)
-    if bad:
-        raise CheckpointError(
-            f"{path}{'#' + key if key else ''} holds NaN/inf values in {len(bad)} of its {len(state)} tensors "
-            f"({_summarise(bad)}): it was saved from a run that diverged. Use an earlier checkpoint of that run.")
+    require_finite_weights(state, f"{path}{'#' + key if key else ''}")
     return state
 
 
+def require_finite_weights(state: Mapping[str, Tensor], source: str,
+                           hint: str = "it was saved from a run that diverged. Use an earlier checkpoint of that run"
+                           ) -> None:
+    """Raises :class:`CheckpointError` naming the tensors of ``state`` (read from ``source``) that hold NaN or inf;
+    ``hint`` says what to do about it."""
+    bad = non_finite_keys(state)
+    if bad:
+        raise CheckpointError(f"{source} holds NaN/inf values in {len(bad)} of its {len(state)} tensors "
+                              f"({_summarise(bad)}): {hint}.")
+
+
 def non_finite_keys(tree: object, prefix: str = "") -> list[str]:
-    """Dotted names of the floating-point tensors in ``tree`` (a tensor, or nested mappings, lists and tuples of
-    them, e.g. a training checkpoint) that hold a NaN or an infinity."""
+    """Dotted names of the floating-point tensors and floats in ``tree`` (a tensor or float, or nested mappings,
+    lists and tuples of them, e.g. a training checkpoint or a results record) that hold a NaN or an infinity."""
     if isinstance(tree, Tensor):
         return [prefix] if tree.is_floating_point() and not all_finite(tree) else []
+    if isinstance(tree, float):
+        return [] if math.isfinite(tree) else [prefix or "value"]
     if isinstance(tree, Mapping):
         items = tree.items()
     elif isinstance(tree, (list, tuple)):

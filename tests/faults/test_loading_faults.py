@@ -110,6 +110,36 @@ def test_huge_finite_weights_are_not_mistaken_for_infinities():
     assert all_finite(huge) and not all_finite(torch.tensor([1.0, float("nan")]))
     assert non_finite_keys({"a": {"b": [huge, torch.tensor([float("inf")])]}, "c": torch.ones(2, dtype=torch.long)}) \
         == ["a.b.1"]
+    assert non_finite_keys({"top1": float("nan"), "rows": [{"acc": 0.5}, {"acc": float("inf")}]}) \
+        == ["top1", "rows.1.acc"]  # the same helper checks results records
+
+
+def test_an_hf_folder_with_non_finite_weights_is_refused(tmp_path, states):
+    from safetensors.torch import load_file
+
+    from eupe.export.hf import WEIGHTS_FILE, load_hf, save_hf
+
+    model = eupe.create_model("eupe_vitt16", depth=1)
+    model.load_state_dict(states[0], strict=False)
+    folder = save_hf(model, tmp_path / "hf", image_size=32)
+    load_hf(folder)  # finite: loads
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    name = next(k for k in tensors if k.endswith("norm.weight"))
+    tensors[name][0] = float("nan")
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match=f"{folder} holds NaN/inf values in 1 of its .*export it again"):
+        load_hf(folder)
+
+
+def test_the_demo_hed_teacher_refuses_non_finite_weights(tmp_path, monkeypatch):
+    from eupe.demo.teachers import hed
+
+    state = hed.HED().state_dict()
+    state["block3.2.weight"][0, 0, 0, 0] = float("inf")
+    monkeypatch.setattr(hed, "packaged_file", lambda *args, **kwargs: tmp_path / "hed.h5")
+    monkeypatch.setattr(hed, "hed_state_dict", lambda path: state)
+    with pytest.raises(CheckpointError, match=r"hed.h5 holds NaN/inf values .*block3.2.weight.*reinstall"):
+        hed.load_hed()
 
 
 # ---- hf:// without a network

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...loading import load_into
+from ...loading import load_into, require_finite_weights
 from ...teachers.base import Teacher
 from ...teachers.common import TeacherError, finalise, import_optional, packaged_file
 from ...teachers.feature_map import FeatureMapTeacher
@@ -84,12 +84,13 @@ def hed_state_dict(h5_path: str | Path) -> dict[str, Tensor]:
 
 
 def load_hed() -> HED:
-    """The packaged HED (BSDS500) network, loaded strictly, in eval mode."""
+    """The packaged HED (BSDS500) network, loaded strictly (NaN/inf weights refused), in eval mode."""
     path = packaged_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, INSTALL, teacher="hed")
     try:
         state = hed_state_dict(path)
     except KeyError as err:
         raise TeacherError(f"Teacher 'hed': {path} lacks the expected layer {err}; reinstall with: {INSTALL}") from err
+    require_finite_weights(state, str(path), hint=f"the installed weights are damaged; reinstall with: {INSTALL}")
     network = HED()
     load_into(network, state, model_name="hed", source=str(path))
     return network.eval()
