@@ -1,4 +1,8 @@
-"""``eupe extract``: images (folder tree, glob or list file) -> features on disk (sharded, resumable).
+"""``eupe extract``: images (folder trees, globs, list files, image files) -> features on disk (sharded,
+resumable).
+
+Several sources are merged: a folder keeps its subfolder classes, a list file its labels, classes of the same name
+are one class, and single files and glob matches are unlabelled. The same file from two sources is refused.
 
 Also holds the extraction flags that the classification evaluations share.
 """
@@ -45,7 +49,9 @@ EXTRACT_FLAGS = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("extract", help="extract features of images to disk",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="image folder (class = first-level subfolder), glob pattern, or list file")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="image folder (class = first-level subfolder), glob pattern, list file or image file; "
+                             "several are merged (classes by name; single files unlabelled)")
     parser.add_argument("--output-dir", required=True, help="feature folder to create or resume")
     parser.add_argument("--overwrite", action="store_true", help="replace features of other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(ExtractConfig, args)
     config.validate()
     device = resolve_device(args.device)
-    splits = split_folders(args.source)
-    if splits:
-        logger.warning("%s holds the split folders %s: they become the classes; to extract one split, give %s/%s",
-                       args.source, ", ".join(splits), args.source, splits[0])
-    store = extract_features(backbone_from_args(args), args.source, args.output_dir, config, device=device,
+    for source in args.sources:
+        splits = split_folders(source)
+        if splits:
+            logger.warning("%s holds the split folders %s: they become the classes; to extract one split, give "
+                           "%s/%s", source, ", ".join(splits), source, splits[0])
+    store = extract_features(backbone_from_args(args), args.sources, args.output_dir, config, device=device,
                              autocast=autocast_for(args, device), identity=model_identity(args),
                              overwrite=args.overwrite, progress=not args.no_progress)
     print(f"extract: {len(store)} images -> {store.root} ({', '.join(store.keys)}), "

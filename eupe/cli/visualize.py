@@ -5,7 +5,8 @@
   segmentation IMAGES predictions of a head trained by `eupe eval segmentation` (--head .../head.pt)
   depth IMAGES        predictions of a head trained by `eupe eval depth` (--head .../head.pt)
 
-IMAGES / QUERIES / --gallery: an image file, a folder, a glob pattern or a list file.
+IMAGES / QUERIES / --gallery: image files, folders, glob patterns or list files, one or several (merged as by
+`eupe extract`; the same file twice is refused).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             ("segmentation", "segmentation head predictions over the images"),
                             ("depth", "depth head predictions beside the images")):
         sub = kinds.add_parser(kind, help=help_text, description=help_text)
-        sub.add_argument("images", help="image file, folder, glob pattern or list file" +
+        sub.add_argument("images", nargs="+", metavar="IMAGES",
+                         help="image files, folders, glob patterns or list files" +
                          (" (the queries)" if kind == "retrieval" else ""))
         sub.add_argument("--output-dir", required=True, help="folder for the PNG files")
         sub.add_argument("--max-images", type=int, default=16,
@@ -40,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pca.add_argument("--size", type=int, default=448, help="short side of the resized images (default: %(default)s)")
     pca.add_argument("--foreground-threshold", type=float, default=None,
                      help="fit the PCA on tokens whose first component (scaled to 0..1) exceeds this, e.g. 0.5")
-    retrieval.add_argument("--gallery", required=True, help="images to search (file, folder, glob or list file)")
+    retrieval.add_argument("--gallery", required=True, nargs="+",
+                           help="images to search (files, folders, globs or list files)")
     retrieval.add_argument("-k", type=int, default=5, help="neighbours per query (default: %(default)s)")
     retrieval.add_argument("--size", type=int, default=224, help="input size of the backbone (default: %(default)s)")
     for kind, size, size_help in (("segmentation", None, "the head's evaluation size"), ("depth", 480, "%(default)s")):
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             except ImageDecodeError as err:
                 logger.warning("skipping %s: %s", record.path, err.reason)
         if not images:
-            raise ValueError(f"none of the {len(records)} images of {args.images} could be decoded")
+            raise ValueError(f"none of the {len(records)} images of {' '.join(args.images)} could be decoded")
         names = [r.path for r in kept]
         if args.kind == "pca":
             pictures = pca_pictures(backbone, images, args.size, args.foreground_threshold, device, autocast,

@@ -85,7 +85,11 @@ def list_images(source: str | Path | Sequence[str | Path]) -> tuple[list[ImageRe
       relative paths are relative to the list file's folder; blank lines and ``#`` comments are skipped, and
       so is a ``path,label`` header. Integer labels are kept as given (class names ``"0".."max"``); other
       labels are class names, sorted and numbered from 0. Records keep the file's order.
-    * a sequence of paths: those files, in the given order, unlabelled.
+    * a sequence of sources (as a Unix tool takes several paths): each listed as above, in the given order, and
+      merged (:func:`merge_listings`): a folder keeps its subfolder classes and a list file its labels, classes of
+      the same name from two sources are one class, and a single file or a glob's files stay unlabelled (their
+      parent folder is not taken as a class). The same file from two sources is refused, as is merging the
+      numbered labels of a list file with other classes.
 
     Entries left out (see :func:`scan_images`) are logged as warnings. Raises ``FileNotFoundError`` for a missing
     source and ``ImageSourceError`` for one without images.
@@ -99,10 +103,12 @@ def list_images(source: str | Path | Sequence[str | Path]) -> tuple[list[ImageRe
 def scan_images(source: str | Path | Sequence[str | Path]) -> ImageListing:
     """:func:`list_images`, with the entries it left out (broken or looping links, ...) returned, not logged."""
     if isinstance(source, (list, tuple)):
-        records = [ImageRecord(str(p)) for p in source]
-        if not records:
-            raise ImageSourceError("The list of image paths is empty: pass at least one image")
-        return ImageListing(records, [], [])
+        if not source:
+            raise ImageSourceError("The list of image sources is empty: pass at least one image, folder, glob or "
+                                   "list file")
+        if len(source) == 1:
+            return scan_images(source[0])
+        return merge_listings({str(s): scan_images(s) for s in _distinct(source)})
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -117,6 +123,53 @@ def scan_images(source: str | Path | Sequence[str | Path]) -> ImageListing:
         raise FileNotFoundError(f"Image source {text!r} is a symbolic link that leads nowhere ({_link_problem(path)})")
     raise FileNotFoundError(f"Image source {text!r} does not exist: give a folder, a glob pattern or a list file "
                             f"({'/'.join(sorted(LIST_FILE_SUFFIXES))})")
+
+
+def _distinct(sources: Sequence[str | Path]) -> list[str | Path]:
+    """``sources``, refusing one given twice (its images would be listed twice)."""
+    seen: set[str] = set()
+    for spec in sources:
+        if str(spec) in seen:
+            raise ImageSourceError(f"Image source {str(spec)!r} is given twice: give each source once")
+        seen.add(str(spec))
+    return list(sources)
+
+
+def merge_listings(listings: Mapping[str, ImageListing]) -> ImageListing:
+    """One listing of several sources (source spec -> its listing), records in the given order.
+
+    Classes are merged by name. When every labelled source has the same class list it is kept as it is (so the
+    numbered labels of list files keep their numbers); otherwise the classes are the sorted union of the names and
+    the labels are renumbered, which is refused for a list file's numbered labels (``3`` would stop meaning 3).
+    The same file (by real path) from two sources is refused: its class would be ambiguous, and a duplicate would
+    count twice in an evaluation.
+    """
+    labelled = {spec: listing.class_names for spec, listing in listings.items() if listing.class_names}
+    distinct = {tuple(names) for names in labelled.values()}
+    if len(distinct) > 1:
+        numbered = [spec for spec, names in labelled.items()
+                    if Path(spec).suffix.lower() in LIST_FILE_SUFFIXES and all(map(_is_int, names))]
+        if numbered:
+            raise ImageSourceError(f"The list file {numbered[0]} labels its images with numbers, and the other "
+                                   f"sources have other classes ({', '.join(labelled)}): merging would renumber "
+                                   "them; give the list file class names, or list its images on their own")
+    class_names = sorted({n for names in distinct for n in names}) if len(distinct) > 1 else \
+        list(next(iter(distinct), ()))
+    index = {name: i for i, name in enumerate(class_names)}
+    owner: dict[str, str] = {}
+    records: list[ImageRecord] = []
+    skipped: list[tuple[str, str]] = []
+    for spec, listing in listings.items():
+        for record in listing.records:
+            real = os.path.realpath(record.path)
+            if owner.setdefault(real, spec) != spec:
+                raise ImageSourceError(f"{record.path} is listed by two sources ({owner[real]} and {spec}): its "
+                                       "class would be ambiguous and it would count twice; give sources that "
+                                       "do not overlap")
+            label = index[record.class_name] if record.class_name is not None else None
+            records.append(ImageRecord(record.path, label, record.class_name))
+        skipped.extend(listing.skipped)
+    return ImageListing(records, class_names, skipped)
 
 
 def _link_problem(path: str | Path, err: OSError | None = None) -> str:

@@ -175,7 +175,8 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
 ) -> FeatureStore:
-    """Extracts features of every image of ``source`` (anything :func:`list_images` accepts) into ``output_dir``.
+    """Extracts features of every image of ``source`` (anything :func:`list_images` accepts, several sources
+    included; the manifest lists them all) into ``output_dir``.
 
     Resumes an interrupted run with the same settings. ``identity`` says what the backbone is by content (the
     CLI's: the model, its checkpoint's SHA-256 or the seed of random weights, precision; default: the SHA-256 of
@@ -196,7 +197,7 @@ def extract_features(
     if identity is None:
         identity = backbone_identity(type(model).__name__, f"sha256:{module_sha256(model)}")
     manifest = {
-        "format_version": FORMAT_VERSION, "complete": False, "source": str(source),
+        "format_version": FORMAT_VERSION, "complete": False, "sources": _source_names(source),
         "settings": _settings(config, identity), "num_records": len(records),
         "records_sha1": records_fingerprint(records), "shard_size": config.shard_size, "num_shards": num_shards,
         "keys": keys, "class_names": listing.class_names, "left_out": [list(entry) for entry in listing.skipped],
@@ -213,6 +214,11 @@ def extract_features(
         _run(model, records, root, config, pending, device, autocast or contextlib.nullcontext(), progress)
         _finalise(root, records, manifest)
     return FeatureStore(root)
+
+
+def _source_names(source: Any) -> list[str]:
+    """Every source of a run, as given, for the manifest."""
+    return [str(s) for s in source] if isinstance(source, (list, tuple)) else [str(source)]
 
 
 def _shard_batches(pending: Sequence[int], n: int, shard_size: int, batch_size: int) -> list[list[int]]:

@@ -78,6 +78,32 @@ def test_glob_and_list_files(tmp_path):
     assert [(r.label, r.class_name) for r in records] == [(3, "3"), (1, "1")]
 
 
+def test_several_sources_merge_classes_by_name_and_leave_single_files_unlabelled(tmp_path):
+    _save(_gradient(), tmp_path / "one" / "cat" / "a.png")
+    _save(_gradient(), tmp_path / "two" / "dog" / "b.png")
+    _save(_gradient(), tmp_path / "two" / "cat" / "c.png")
+    loose = _save(_gradient(), tmp_path / "misc" / "d.png")
+    records, classes = list_images([tmp_path / "one", loose, tmp_path / "two"])
+    assert classes == ["cat", "dog"]
+    assert [(Path(r.path).name, r.label, r.class_name) for r in records] == [
+        ("a.png", 0, "cat"), ("d.png", None, None), ("c.png", 0, "cat"), ("b.png", 1, "dog")]
+    assert list_images([tmp_path / "one"]) == list_images(tmp_path / "one")  # one source: as given alone
+
+
+def test_ambiguous_sources_are_refused(tmp_path):
+    _save(_gradient(), tmp_path / "one" / "cat" / "a.png")
+    _save(_gradient(), tmp_path / "other" / "x.png")
+    with pytest.raises(ImageSourceError, match=r"cat/a\.png is listed by two sources"):
+        list_images([tmp_path / "one", str(tmp_path / "one" / "*" / "a.png")])
+    with pytest.raises(ImageSourceError, match="given twice"):
+        list_images([tmp_path / "one", tmp_path / "one"])
+    (tmp_path / "numbered.txt").write_text("other/x.png\t3\n")
+    with pytest.raises(ImageSourceError, match="labels its images with numbers"):
+        list_images([tmp_path / "one", tmp_path / "numbered.txt"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_images([tmp_path / "one", tmp_path / "missing.png"])
+
+
 def test_missing_and_empty_sources_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_images(tmp_path / "nope")

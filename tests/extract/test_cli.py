@@ -49,6 +49,22 @@ def test_extract_cli(tmp_path, main, capsys):
     assert "unknown key" in capsys.readouterr().err
 
 
+def test_extract_cli_takes_several_sources_and_records_them(tmp_path, main, capsys):
+    for name in ("train/cat/0.png", "more/cat/1.png", "more/dog/2.png", "loose/3.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(tmp_path / name)
+    sources = [str(tmp_path / "train"), str(tmp_path / "more"), str(tmp_path / "loose" / "3.png")]
+    assert main(["extract", *sources, "--output-dir", str(tmp_path / "out"), "--weights", "random", "--arch",
+                 "depth=1", "--model", "eupe_vitt16", "--resolution", "32", "--num-workers", "0",
+                 "--no-progress"]) == 0
+    assert "4 images" in capsys.readouterr().out
+    store = FeatureStore(tmp_path / "out")
+    assert store.manifest["sources"] == sources and store.manifest["class_names"] == ["cat", "dog"]
+    with open(tmp_path / "out" / "index.csv") as f:
+        assert [(r["class_name"], r["label"]) for r in csv.DictReader(f)] == [
+            ("cat", "0"), ("cat", "0"), ("dog", "1"), ("", "")]
+
+
 def extract_parser() -> argparse.ArgumentParser:
     subparsers = argparse.ArgumentParser(prog="eupe").add_subparsers()
     cli_extract.register(subparsers)

@@ -98,6 +98,13 @@ def test_cli_pca_and_retrieval(photos, tmp_path, capsys, monkeypatch):
     assert "retrieval.png" in capsys.readouterr().out
 
 
+def test_cli_pca_takes_several_paths(photos, tmp_path):
+    assert _cli(["visualize", "pca", str(photos / "a" / "a1.jpg"), str(photos / "b"), "--output-dir",
+                 str(tmp_path / "pca"), "--size", "32", *BACKBONE]) == 0
+    written = sorted(p.name for p in (tmp_path / "pca").iterdir() if not p.name.startswith("."))
+    assert written == ["000_a1_pca.png", "001_b0_pca.png", "002_b1_pca.png"]
+
+
 def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
     torch.manual_seed(0)
     seg = LinearProbeHead(192, 5)
