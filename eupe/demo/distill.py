@@ -49,6 +49,7 @@ from ..models import create_model
 from ..teachers import Teacher, TeacherSpec, build_teachers
 from ..utils.io import atomic_write_json
 from ..utils.optional import available, install_hint
+from ..utils.outputs import locked_output_dir
 from ..viz.charts import bar_chart
 from . import teachers as _stand_in_teachers  # noqa: F401  (registers the demo's teacher kinds)
 
@@ -220,8 +221,13 @@ def stage_config(base: DistillConfig, out: Path, **fields: Any) -> DistillConfig
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Runs data preparation, stages 1-3 and the k-NN table; returns (and writes) the results."""
-    out = Path(cfg.output_dir)
+    """Runs data preparation, stages 1-3 and the k-NN table; returns (and writes) the results. The output folder is
+    locked while it runs: a second demo into it is refused instead of mixing two runs' stages and results."""
+    with locked_output_dir(cfg.output_dir, "eupe demo") as out:
+        return _run_demo(cfg, out)
+
+
+def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     times: dict[str, float] = {}

@@ -18,8 +18,9 @@ from torch import nn
 
 from ..loading import load
 from ..models import get_model_entry
+from ..utils.io import remove_stale_temporaries
 from ..utils.optional import available, install_hint
-from ..utils.outputs import write_error
+from ..utils.outputs import locked_output_dir, write_error
 from .prepare import ExportError
 from .verify import VerificationReport
 
@@ -132,11 +133,17 @@ def export_model(
 @contextlib.contextmanager
 def _writing(output: Path, *, folder: bool) -> Iterator[None]:
     """Checks up front that ``output`` (a file, or a ``folder``) can be written, then turns a write failure of
-    the block (full disk, denied) into one error naming the folder."""
-    where = output if folder else output.parent
-    if folder and output.exists() and not output.is_dir():
-        raise ExportError(f"output {output} is a file, but this format writes a folder: give a folder path")
-    if not folder and output.is_dir():
+    the block (full disk, denied) into one error naming the folder. An output folder is locked for the block (a
+    second export into it is refused) and cleared of the partial files of a killed export."""
+    if folder:
+        if output.exists() and not output.is_dir():
+            raise ExportError(f"output {output} is a file, but this format writes a folder: give a folder path")
+        with locked_output_dir(output, "eupe export"):
+            remove_stale_temporaries(output)
+            yield
+        return
+    where = output.parent
+    if output.is_dir():
         raise ExportError(f"output {output} is a folder, but this format writes a file: give a file path")
     try:
         where.mkdir(parents=True, exist_ok=True)
