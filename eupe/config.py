@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import logging
+import os
 import types
 import typing
 from pathlib import Path
@@ -20,6 +22,7 @@ import yaml
 from .utils.io import atomic_write_text
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -131,17 +134,32 @@ def shipped_configs(group: str) -> list[str]:
 def resolve_config(group: str, name_or_path: str | Path) -> Path:
     """A shipped config name of ``group`` (``stage2``) or a YAML path -> the file to read.
 
-    Shipped configs are package data (read through ``importlib.resources``), so they work from an installed wheel.
+    A path-like argument (a ``Path``, or a string holding a path separator or ending in ``.yaml``/``.yml``) is a
+    file; a bare name is always the shipped config, never a file of the current folder. That is what timm and
+    big_vision users expect of a name (``vit_base_patch16_224``, a named config), and it keeps a command meaning
+    the same in every folder: a stray ``stage2`` or ``stage2.yaml`` where the command runs must not replace the
+    paper's settings. When such a file exists, the shipped config is still used and a warning says how to read
+    the file instead (``./stage2.yaml``). Shipped configs are package data (read through
+    ``importlib.resources``), so they work from an installed wheel.
     """
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    text = str(name_or_path)
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or any(s in text for s in separators):
+        path = Path(name_or_path)
         if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist")
+            named = path.stem in shipped_configs(group) and path.parent == Path()
+            raise ConfigError(f"Config file {path} does not exist"
+                              + (f"; for the shipped {group} config, pass its name {path.stem}" if named else ""))
         return path
-    shipped = importlib.resources.files("eupe") / "configs" / group / f"{name_or_path}.yaml"
+    shipped = importlib.resources.files("eupe") / "configs" / group / f"{text}.yaml"
+    local = next((p for p in (Path(text), Path(f"{text}.yaml")) if p.is_file()), None)
     if not shipped.is_file():
-        raise ConfigError(f"No {group} config named {name_or_path!r}; shipped {group} configs: "
-                          f"{shipped_configs(group)}, or pass a .yaml path")
+        hint = f"; to read the file {local} of this folder, pass ./{local}" if local else ""
+        raise ConfigError(f"No {group} config named {text!r}; shipped {group} configs: "
+                          f"{shipped_configs(group)}, or pass a .yaml path{hint}")
+    if local:
+        logger.warning("config %r: using the shipped %s config %s.yaml, not the file %s of the current folder "
+                       "(pass ./%s to read that file instead)", text, group, text, local, local)
     return Path(str(shipped))
 
 
