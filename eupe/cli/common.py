@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from ..config import load_config, parse_overrides
-from ..extract.provenance import backbone_identity, file_sha256
+from ..extract.provenance import backbone_identity
 from ..loading import load
 from ..loading.sources import resolve_weights, split_key
 from ..models import get_model_entry
+from ..utils.cache import file_sha256
 from ..utils.device import AMP_CHOICES, autocast, bf16_enabled, resolve_device
 
 T = TypeVar("T")

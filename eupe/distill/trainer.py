@@ -35,12 +35,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..config import ConfigError, save_config, to_dict
-from ..extract.provenance import file_sha256
 from ..loading import non_finite_keys
 from ..loading.sources import split_key
 from ..models import create_model
 from ..teachers import Teacher, TeacherError, TeacherOutput, build_teachers
 from ..teachers.common import check_output
+from ..utils.cache import file_sha256
 from ..utils.device import autocast
 from ..utils.io import atomic_write_json, remove_stale_temporaries
 from ..utils.optional import available, install_hint

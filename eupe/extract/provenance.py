@@ -1,5 +1,5 @@
-"""Provenance of stored results: content digests of weights (a checkpoint file, or a module in memory) and the
-comparison that says which recorded setting differs.
+"""Provenance of stored results: content digests of weights in memory (a checkpoint file's digest is
+:func:`eupe.utils.cache.file_sha256`) and the comparison that says which recorded setting differs.
 
 Stored features and trained heads are keyed by what was loaded, never by the name it was loaded under: replacing a
 checkpoint at the same path changes its digest, and so the key.
@@ -8,23 +8,11 @@ checkpoint at the same path changes its digest, and so the key.
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..loading.sources import cache_dir
-from ..utils.io import atomic_write_json
-
-logger = logging.getLogger(__name__)
-
-#: Digests of checkpoint files, keyed by real path and checked against (size, mtime, inode, ctime).
-DIGEST_CACHE = "sha256.json"
-_CHUNK = 1 << 22
 #: The entries of a backbone identity that say which weights it has (the others say how it runs).
 WEIGHT_KEYS = ("model", "weights", "seed", "arch")
 
@@ -45,40 +33,6 @@ def weights_of(identity: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`WEIGHT_KEYS` of an identity: what must agree for features or heads of one backbone to fit
     another."""
     return {key: identity.get(key) for key in WEIGHT_KEYS if key in identity}
-
-
-RACY_WINDOW_NS = 2_000_000_000  # files modified less than 2 s ago are not cached (coarse timestamp ticks)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, cached (``$EUPE_CACHE/sha256.json``) until the file's size, modification time,
-    inode or change time moves, so a large checkpoint is hashed once, not at every run."""
-    path = Path(path).resolve()
-    st = path.stat()
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-    cache_file = cache_dir() / DIGEST_CACHE
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    entry = cache.get(str(path))
-    if isinstance(entry, dict) and entry.get("stat") == stamp:
-        return str(entry["sha256"])
-    logger.info("hashing %s (%.1f MB) to key stored results by its content", path, st.st_size / 2**20)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    if time.time_ns() - st.st_mtime_ns < RACY_WINDOW_NS:
-        # A file written just now could be rewritten within the same timestamp tick with the same size: its stat
-        # would then match a stale entry (git's "racy" case). Hash such files again next time instead.
-        return digest.hexdigest()
-    cache[str(path)] = {"stat": stamp, "sha256": digest.hexdigest()}
-    try:
-        atomic_write_json(cache_file, cache)
-    except OSError as err:  # the cache only saves time: an unwritable one means hashing again next time
-        logger.debug("cannot write the digest cache %s: %s", cache_file, err)
-    return digest.hexdigest()
 
 
 def module_sha256(module: nn.Module) -> str:

@@ -16,15 +16,12 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..utils.cache import cache_dir
 from ..utils.io import atomic_path
 from ..utils.optional import MissingDependencyError, install_hint
 
 HUB_PROBE_TIMEOUT_S = 1.5  # how long hub_reachable waits for a connection to the Hub
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EUPE_CACHE", Path.home() / ".cache" / "eupe"))
 
 
 def split_key(spec: str) -> tuple[str, str | None]:

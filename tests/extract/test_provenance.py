@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from eupe.extract.provenance import file_sha256
+from eupe.utils.cache import file_sha256
 
 
 def test_digest_is_cached_for_settled_files_only(tmp_path, monkeypatch):
