@@ -28,6 +28,7 @@ from ..loading.sources import resolve_weights, split_key
 from ..models import get_model_entry
 from ..utils.cache import file_sha256
 from ..utils.device import AMP_CHOICES, autocast, bf16_enabled, resolve_device
+from ..utils.workers import DEFAULT_NOTE
 
 T = TypeVar("T")
 
@@ -86,22 +87,24 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, specs:
     in an argument group ``title`` if given.
 
     Type, ``nargs`` (lists), choices (``Literal``) and ``--x/--no-x`` (bools) come from the field's annotation, and
-    the help ends with the field's default (``(default: ...)``; a ``None`` or empty default is left to the help
-    text to explain). The flags default to ``None``, so :func:`resolve_config` overrides only the settings given.
+    the help ends with the field's default (``(default: ...)``, followed by the field's metadata note
+    :data:`~eupe.utils.workers.DEFAULT_NOTE` for a default that depends on the machine; a ``None`` or empty
+    default is left to the help text to explain). The flags default to ``None``, so :func:`resolve_config`
+    overrides only the settings given.
     Raises ``ValueError`` for a key the class lacks and ``TypeError`` for a field no flag can express.
     """
     target = parser.add_argument_group(title) if title else parser
     defaults = config_class()
     for key, spec in specs.items():
         spec = spec if isinstance(spec, ConfigFlag) else ConfigFlag(spec)
-        annotation, default = _config_field(config_class, defaults, key)
+        annotation, default, note = _config_field(config_class, defaults, key)
         kwargs = _flag_kwargs(annotation, key)
         if spec.choices is not None:
             kwargs["choices"] = spec.choices
         flag = spec.flag or "--" + key.rpartition(".")[2].replace("_", "-")
         if "choices" not in kwargs and "action" not in kwargs:
             kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
-        shown = _shown_default(default)
+        shown = _shown_default(default) + (f", {note}" if note else "")
         text = spec.help + (f" (default: {shown})" if shown else "")
         target.add_argument(flag, dest=key, default=None, help=text.replace("%", "%%"), **kwargs)
     parser.set_defaults(config_flags=(*(parser.get_default("config_flags") or ()), *specs))
@@ -120,16 +123,18 @@ def resolve_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[s
     return load_config(cls, args.config, [*flags, *overrides, *args.set])
 
 
-def _config_field(config_class: type, defaults: Any, key: str) -> tuple[Any, Any]:
-    """(annotation, default) of the dotted ``key`` of ``config_class``, whose default instance is ``defaults``."""
-    cls, value = config_class, defaults
+def _config_field(config_class: type, defaults: Any, key: str) -> tuple[Any, Any, str | None]:
+    """(annotation, default, note explaining the default) of the dotted ``key`` of ``config_class``, whose default
+    instance is ``defaults``."""
+    cls, value, note = config_class, defaults, None
     for part in key.split("."):
-        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-        if part not in names:
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
             raise ValueError(f"{config_class.__name__} has no setting {key!r}"
-                             + (f"; {part!r} is not one of {names}" if names else ""))
+                             + (f"; {part!r} is not one of {list(fields)}" if fields else ""))
+        note = fields[part].metadata.get(DEFAULT_NOTE)
         cls, value = typing.get_type_hints(cls)[part], getattr(value, part)
-    return cls, value
+    return cls, value, note
 
 
 def _flag_kwargs(annotation: Any, key: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -27,6 +26,7 @@ from torch import Tensor
 
 from ..data.images import ImageDecodeError
 from ..data.sources import ImageSource
+from ..utils.workers import default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class ViewStream:
             logger.warning("data.workers=%d needs the 'fork' start method, which this platform lacks; reading the "
                            "data inside the step instead", workers)
             workers = 0
-        self.workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else workers)
+        self.workers = default_workers(workers)
         self._loader: Iterator[list[_Rendered]] | None = None  # worker processes' batches, from _loader_position
         self._loader_position: tuple[int, int, int] | None = None  # (step, primary steps, second steps) it serves
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..data.images import ImageFolderDataset, ImageRecord, collate_skipping_failures, scan_images
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.outputs import locked_output_dir
+from ..utils.workers import workers_field
 from . import store as store_lib
 from .provenance import backbone_identity, describe_differences, module_sha256
 from .store import DTYPES, FORMATS, FeatureStore, FeatureStoreError, require_finite
@@ -55,7 +56,7 @@ class ExtractConfig:
     dtype: str = "float32"  # float32, float16 or bfloat16 (safetensors only)
     shard_size: int = 1024
     batch_size: int = 64
-    num_workers: int = 4
+    num_workers: int = workers_field(4)  # at most the CPUs this process may use
 
     def validate(self) -> None:
         if self.resize_mode not in RESIZE_MODES:

@@ -10,6 +10,7 @@ from typing import Literal
 import pytest
 
 from eupe.cli.common import ConfigFlag, add_config_args, add_config_flags, prefixed, resolve_config
+from eupe.utils import workers
 
 
 @dataclass
@@ -71,6 +72,19 @@ def test_help_prints_the_dataclass_defaults_once():
         assert expected in text
     # None / empty defaults are explained by the help text, not printed
     assert "use at most this many; unset: all --" in text and "input folder --" in text
+
+
+def test_help_explains_a_default_that_depends_on_the_machine(monkeypatch):
+    monkeypatch.setattr(workers, "available_cpus", lambda: 3)
+
+    @dataclass
+    class Loader:
+        num_workers: int = workers.workers_field(8)
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Loader, {"num_workers": "loading processes"})
+    text = " ".join(parser.format_help().split())
+    assert "loading processes (default: 3, the CPUs this process may use, at most 8)" in text
 
 
 def test_only_given_flags_override_and_set_wins(tmp_path):

@@ -57,9 +57,9 @@ HELP_DEFAULTS = {
     "linear": ["training epochs (default: 10)", "part of train for choosing the head (default: 0.1)",
                "'+'-joined stored keys to try (default: cls cls+patch_mean)", "(DINOv2's grid) (default: 1e-05 2e-05",
                "images per forward pass (default: 64)"],
-    "zeroshot": ["unset: the only/first one", "decoding worker processes (default: 4)"],
+    "zeroshot": ["unset: the only/first one", "the CPUs this process may use, at most 4)"],
     "segmentation": ["training iterations (default: 40000)", "peak learning rate (default: 0.001)",
-                     "training batch size (default: 16)", "data loading processes (default: 8)"],
+                     "training batch size (default: 16)", "the CPUs this process may use, at most 8)"],
     "depth": ["training iterations (default: 38400)", "peak learning rate (default: 0.0003)"],
     "keypoints": ["pairs per category (default: 100)", "side of the resized images (default: 512)"],
 }

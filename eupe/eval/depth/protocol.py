@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...utils.workers import workers_field
 from ..backbone import EvalBackbone
 from ..dense.data import require_data_root
 from ..dense.head_file import load_head, save_head
@@ -38,7 +39,7 @@ class DepthDataConfig:
     train_dir: str = "sync"
     test_dir: str = "official_splits/test"
     depth_scale: float = 1000.0
-    num_workers: int = 8
+    num_workers: int = workers_field(8)  # at most the CPUs this process may use
     max_train_images: int | None = None
     max_test_images: int | None = None
 

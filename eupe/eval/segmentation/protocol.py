@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.workers import workers_field
 from ..backbone import EvalBackbone
 from ..dense.data import require_data_root
 from ..dense.head import LinearProbeHead
@@ -37,7 +38,7 @@ class SegDataConfig:
     val_split: str = "validation"
     num_classes: int = ADE20K_CLASSES
     reduce_zero_label: bool = True
-    num_workers: int = 8
+    num_workers: int = workers_field(8)  # at most the CPUs this process may use
     # Use only the first N images of a split (null: all); for quick checks.
     max_train_images: int | None = None
     max_val_images: int | None = None
