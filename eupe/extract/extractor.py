@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data.images import ImageFolderDataset, ImageRecord, collate_skipping_failures, scan_images
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from ..utils.outputs import locked_output_dir
 from ..utils.workers import workers_field
 from . import store as store_lib
@@ -159,7 +159,7 @@ def _prepare_folder(root: Path, manifest: dict[str, Any], overwrite: bool) -> bo
         raise FeatureStoreError(f"{root} has shards but no {store_lib.MANIFEST}; use another output folder or "
                                 "--overwrite")
     (root / store_lib.SHARDS).mkdir(parents=True, exist_ok=True)
-    store_lib.remove_stale_temporaries(root)
+    remove_stale_temporaries(root / store_lib.SHARDS)
     atomic_write_json(path, manifest)
     return False
 

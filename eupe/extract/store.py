@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
+
+from ..utils.io import atomic_folder
 
 MANIFEST = "manifest.json"
 INDEX = "index.csv"
@@ -62,12 +62,6 @@ def shard_dir(root: Path, shard: int) -> Path:
     return root / SHARDS / f"{shard:05d}"
 
 
-def remove_stale_temporaries(root: Path) -> None:
-    """Deletes half-written shard folders left by a killed run."""
-    for tmp in (root / SHARDS).glob(".*.tmp*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_shard(
     root: Path,
     shard: int,
@@ -76,12 +70,10 @@ def write_shard(
     failures: Sequence[tuple[int, str]],
     fmt: str,
 ) -> Path:
-    """Writes one shard folder atomically (temporary folder, then rename)."""
+    """Writes one shard folder atomically (:func:`~eupe.utils.io.atomic_folder`: a temporary folder, then a
+    rename); a killed write leaves a temporary folder that the next run's ``remove_stale_temporaries`` deletes."""
     final = shard_dir(root, shard)
-    tmp = final.parent / f".{final.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(final) as tmp:
         tensors = {k: v.contiguous() for k, v in features.items()}
         if fmt == "safetensors":
             from safetensors.torch import save_file
@@ -92,12 +84,6 @@ def write_shard(
                 np.save(tmp / f"{key}.npy", value.numpy())
         meta = {"indices": [int(i) for i in indices], "failures": [[int(i), str(r)] for i, r in failures]}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

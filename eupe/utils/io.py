@@ -1,7 +1,8 @@
 """Crash-safe file writing: write to a temporary file beside the target, fsync, then rename over it.
 
-A process killed mid-write leaves its temporary file (``.<name>.<random>.tmp``) behind;
-:func:`remove_stale_temporaries` deletes those of a folder that no other process writes to (one whose lock is held).
+:func:`atomic_folder` does the same for a whole folder. A process killed mid-write leaves its temporary file or
+folder (``.<name>.<random>.tmp``) behind; :func:`remove_stale_temporaries` deletes those of a folder that no other
+process writes to (one whose lock is held).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +44,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary folder beside ``path`` to fill; on success its files are synced and it becomes ``path``
+    in one rename (``path`` must not exist), so the folder exists whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for file in tmp.iterdir():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; results are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -66,14 +86,18 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Deletes the temporary files :func:`atomic_path` left in ``folder`` (not its subfolders) when a process was
-    killed mid-write; returns them. Only call it while holding the folder's lock: another process's temporary
-    file is not stale."""
+    """Deletes the temporary files and folders :func:`atomic_path` and :func:`atomic_folder` left in ``folder``
+    (not its subfolders) when a process was killed mid-write; returns them. Only call it while holding the
+    folder's lock: another process's temporary file is not stale."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if TEMPORARY_RE.match(p.name) and p.is_file()]
+    stale = [p for p in folder.iterdir() if TEMPORARY_RE.match(p.name)]
     for path in stale:
-        path.unlink(missing_ok=True)
-        logger.info("Removed %s, the partial file of an interrupted write", path)
+        kind = "folder" if path.is_dir() and not path.is_symlink() else "file"
+        if kind == "folder":
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        logger.info("Removed %s, the partial %s of an interrupted write", path, kind)
     return stale

@@ -97,9 +97,9 @@ def test_resume_after_kill_recomputes_nothing_finished(tmp_path, model, monkeypa
     assert not json.loads((out / "manifest.json").read_text())["complete"]
     with pytest.raises(FeatureStoreError, match="did not finish"):
         FeatureStore(out)
-    # a half-written shard folder, as a kill during a write would leave it
-    (out / "shards" / ".00002.tmp999").mkdir()
-    (out / "shards" / ".00002.tmp999" / "features.safetensors").write_bytes(b"garbage")
+    # a half-written shard folder, as a kill during a write would leave it (atomic_folder's name)
+    (out / "shards" / ".00002.k2j4h5g6.tmp").mkdir()
+    (out / "shards" / ".00002.k2j4h5g6.tmp" / "features.safetensors").write_bytes(b"garbage")
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*") if p.is_file()}
 
     written.clear()
@@ -107,7 +107,7 @@ def test_resume_after_kill_recomputes_nothing_finished(tmp_path, model, monkeypa
                                                                                 real_write(root, shard, *a, **k))[1])
     resumed = extract_features(model, src, out, cfg(batch_size=3), progress=False)  # batch size may change
     assert written == [2, 3, 4, 5]
-    assert not (out / "shards" / ".00002.tmp999").exists()
+    assert not (out / "shards" / ".00002.k2j4h5g6.tmp").exists()
     for p, t in mtimes.items():
         if ".tmp" not in str(p):
             assert p.stat().st_mtime_ns == t, f"{p} was rewritten"
