@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,27 @@ from ..utils.device import AMP_CHOICES, autocast, bf16_enabled, resolve_device
 from ..utils.workers import DEFAULT_NOTE
 
 T = TypeVar("T")
+
+#: reStructuredText markup of docstrings: ``literal`` and :role:`target` (shown as `literal` and `target`)
+_RST_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_RST_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def plain_help(text: str) -> str:
+    """``text`` without the reStructuredText markup of the docstrings it is built from: ````x```` and
+    ``:func:`x```` become ```x```, as the hand-written help strings quote."""
+    return _RST_ROLE.sub(r"`\1`", _RST_LITERAL.sub(r"`\1`", text))
+
+
+class HelpParser(argparse.ArgumentParser):
+    """The parser of ``eupe`` and (inherited by ``add_subparsers``) of every subcommand: help and usage texts,
+    often built from module docstrings, are printed without reStructuredText markup (:func:`plain_help`)."""
+
+    def format_help(self) -> str:
+        return plain_help(super().format_help())
+
+    def format_usage(self) -> str:
+        return plain_help(super().format_usage())
 
 
 def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "eupe_vits16") -> None:

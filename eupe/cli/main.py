@@ -22,6 +22,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..utils.optional import MissingDependencyError
+from .common import HelpParser
 
 COMMAND_MODULES = ("models", "extract", "eval", "visualize", "distill", "demo", "vlm", "export", "bench")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ RAISED_ON_PURPOSE = (ValueError, KeyError, RuntimeError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eupe", description="EUPE: efficient universal perception encoders.")
+    parser = HelpParser(prog="eupe", description="EUPE: efficient universal perception encoders.")
     parser.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
                         help="log debug messages and show tracebacks of errors (or set EUPE_DEBUG=1)")
     parser.add_argument("--version", action="version", version=f"eupe {__version__}")

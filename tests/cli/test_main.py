@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
 import eupe
-from eupe.cli.main import main
+from eupe.cli.main import build_parser, main
 
 
 def test_version(capsys):
@@ -27,3 +28,22 @@ def test_user_errors_name_the_command_and_exit_2(capsys):
     assert main(["distill", "--config", "stage9"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("eupe distill: error: No distill config named 'stage9'") and "Traceback" not in err
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every (nested) subcommand parser under it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += _parsers(sub)
+    return found
+
+
+def test_no_help_shows_restructuredtext_markup():
+    parsers = _parsers(build_parser())
+    assert len(parsers) > 15  # every command, eval protocol, visualize kind and vlm command
+    for parser in parsers:
+        text = parser.format_help() + parser.format_usage()
+        assert "``" not in text and ":func:" not in text and ":class:" not in text, parser.prog
+    assert any("`eupe eval knn`: k-NN" in p.format_help() for p in parsers)  # the markup is converted, not lost
