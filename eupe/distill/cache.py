@@ -93,7 +93,8 @@ class FeatureCache:
         for source, n in enumerate(sizes):
             n_shards = -(-n * views_per_image // shard_size) if n else 0
             todo = [s for s in range(rank, n_shards, world_size) if not cls.shard_path(root, source, s).is_file()]
-            for shard in tqdm(todo, desc=f"teacher cache (source {source})", disable=not progress, unit="shard"):
+            bar = progress and bool(todo)  # a source with nothing to compute (absent, or cached already) shows none
+            for shard in tqdm(todo, desc=f"teacher cache (source {source})", disable=not bar, unit="shard"):
                 rows = range(shard * shard_size, min((shard + 1) * shard_size, n * views_per_image))
                 data = cls._compute_shard(stream, source, rows, teachers, batch_size, store_views, device,
                                           teacher_size)
