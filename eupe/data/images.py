@@ -10,6 +10,8 @@ import fnmatch
 import glob
 import logging
 import os
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, NamedTuple, Sequence
@@ -410,7 +412,8 @@ def decode_image(source: str | IO[bytes], where: str) -> Image.Image:
     Raises ``ImageDecodeError`` for unrecognised, too large (decompression bomb), truncated and corrupt data.
     """
     try:
-        with Image.open(source) as image:
+        with _open_quietly(source) as image:
+            _note_large(image, where)
             image.load()  # decode everything now, so truncation is detected here
             return to_rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
@@ -422,6 +425,29 @@ def decode_image(source: str | IO[bytes], where: str) -> Image.Image:
         if "truncated" in reason.lower() or isinstance(err, EOFError):
             reason = f"truncated file ({reason})"
         raise ImageDecodeError(where, f"corrupt image: {reason}") from None
+
+
+_OPEN_LOCK = threading.Lock()  # warnings.catch_warnings changes process-wide state: one thread at a time
+
+
+def _open_quietly(source: str | IO[bytes]) -> Image.Image:
+    """``Image.open`` without PIL's ``DecompressionBombWarning`` (:func:`_note_large` says it in eupe's words).
+
+    The filter holds only while the header is read (decoding happens later, outside the lock), so PIL's warning is
+    not silenced for the rest of the process."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
+def _note_large(image: Image.Image, where: str) -> None:
+    """Logs one message for an image over PIL's decompression-bomb limit that is still decoded (up to twice the
+    limit; larger ones are refused by PIL and skipped)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = image.size[0] * image.size[1]
+    if limit and pixels > limit:
+        logger.warning("large image %s: %dx%d pixels, over PIL's decompression-bomb limit of %d pixels; decoding "
+                       "it anyway (PIL.Image.MAX_IMAGE_PIXELS sets the limit)", where, *image.size, limit)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -216,3 +216,24 @@ def test_transform_errors_become_skip_markers(tmp_path):
 
     item = ImageFolderDataset([ImageRecord(str(path))], picky)[0]
     assert item[0] is None and item[1] == 0 and item[2] == "transform failed: ValueError: image too small"
+
+
+def test_images_over_pils_bomb_limit_give_one_eupe_message_and_no_pil_warning(tmp_path, monkeypatch, caplog):
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    large = _save(_gradient(40, 40), tmp_path / "large.png")  # 1600 pixels: PIL warns, still decodes
+    huge = _save(_gradient(50, 50), tmp_path / "huge.png")  # 2500 > 2 * 1000: PIL refuses
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(large).size == (40, 40)
+        with pytest.raises(ImageDecodeError, match="image too large"):
+            load_image(huge)
+    assert [w.message for w in caught] == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"large image {large}: 40x40 pixels, over PIL's decompression-bomb limit of 1000 pixels; decoding it anyway "
+        "(PIL.Image.MAX_IMAGE_PIXELS sets the limit)"]
+    assert warnings.filters == filters  # PIL's warning is not silenced beyond the loader
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(large)
