@@ -7,6 +7,7 @@ in one process.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
+        keep_gradient_strides(model)
         return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
@@ -69,6 +71,25 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
         fully_shard(model)
         return model
     raise ValueError(f"Unknown parallel strategy {strategy!r}; choose ddp, fsdp or none")
+
+
+def keep_gradient_strides(model: nn.Module) -> None:
+    """Gives every gradient of ``model`` the strides of its parameter, which DDP's bucket views have.
+
+    Autograd may hand a parameter a gradient of other strides: the class and storage tokens ``[1, n, C]`` get
+    slices of the token gradient ``[B, N, C]`` (the stride of the size-1 dimension is ``N * C``, not ``n * C``), and
+    DDP then warns "Grad strides do not match bucket view strides" (and copies more slowly). A hook copies such a
+    gradient into the parameter's layout (for the tokens: a few hundred values, and the slice no longer keeps the
+    whole token gradient alive)."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.register_hook(functools.partial(_with_strides, param.stride()))
+
+
+def _with_strides(strides: tuple[int, ...], grad: torch.Tensor) -> torch.Tensor:
+    if grad.stride() == strides:
+        return grad
+    return torch.empty_strided(grad.shape, strides, dtype=grad.dtype, device=grad.device).copy_(grad)
 
 
 def all_reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
