@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..config import load_config, resolve_config, to_dict
+from ..utils.cache import file_sha256
 from ..utils.device import bf16_enabled, resolve_device
 from ..utils.io import atomic_write_json
 from .build import check_vlm_folder
@@ -91,20 +92,37 @@ def accumulation_steps(cfg: VLMTrainConfig, world_size: int) -> int:
     return cfg.global_batch_size // per_step
 
 
+def input_digests(cfg: VLMTrainConfig) -> dict[str, str]:
+    """SHA-256 of what a run reads besides its settings: the data file and the starting folder's config and
+    weights, so a resume notices a file replaced under the same name (the images are not hashed: too many)."""
+    model = Path(cfg.model)
+    files = {"data": Path(cfg.data), "model/config.json": model / "config.json",
+             **{f"model/{w.name}": w for w in sorted(model.glob("*.safetensors"))}}
+    return {name: file_sha256(path) for name, path in files.items() if path.is_file()}
+
+
 def _check_resume(cfg: VLMTrainConfig, out: Path) -> bool:
-    """Whether ``out`` holds a run to resume; refuses when its recorded settings differ from ``cfg``'s."""
+    """Whether ``out`` holds a run to resume; refuses when its recorded settings or input files differ from
+    ``cfg``'s, naming them."""
     recorded_path = out / SETTINGS_FILE
-    settings = to_dict(cfg)
+    settings = {**to_dict(cfg), "inputs": input_digests(cfg)}
     if recorded_path.is_file():
         recorded = json.loads(recorded_path.read_text())
         changed = sorted(k for k in set(settings) | set(recorded) if settings.get(k) != recorded.get(k))
         if changed:
-            detail = ", ".join(f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            detail = ", ".join(_change(k, recorded.get(k), settings.get(k)) for k in changed)
             raise ValueError(f"vlm train: {out} holds a run started with other settings ({detail}); use another "
                              "output_dir, or the recorded settings to resume it")
     else:
         atomic_write_json(recorded_path, settings)
     return any(out.glob("checkpoint-*"))
+
+
+def _change(key: str, old: object, new: object) -> str:
+    if key == "inputs" and isinstance(old, dict) and isinstance(new, dict):
+        files = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return "input files changed since the run started: " + ", ".join(files)
+    return f"{key}: {old!r} -> {new!r}"
 
 
 def train_stage(cfg: VLMTrainConfig) -> Path:

@@ -78,6 +78,18 @@ def test_resume_with_other_settings_is_refused(initial, data, tmp_path):
         train_stage(_config("a", initial, data, tmp_path / "a", max_steps=1, lr=2e-2))
 
 
+def test_resume_after_the_data_file_was_replaced_is_refused_naming_it(initial, data, tmp_path):
+    records = json.loads((data / "a.json").read_text())
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    cfg = _config("a", initial, data, tmp_path / "run", max_steps=1)
+    cfg.data = str(tmp_path / "a.json")
+    train_stage(cfg)
+    records[0]["conversations"][1]["value"] = "a photo of a dog"
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    with pytest.raises(ValueError, match=r"input files changed since the run started: data"):
+        train_stage(cfg)
+
+
 def test_global_batch_is_per_device_times_processes_times_accumulation():
     assert accumulation_steps(VLMTrainConfig(global_batch_size=256, per_device_batch_size=16), 8) == 2
     with pytest.raises(ValueError, match="not a multiple"):
