@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -62,12 +64,21 @@ class _RssSampler(threading.Thread):
         return max(self.peak, _rss_bytes())
 
 
-def peak_memory_mib(run: Callable[[Tensor], object], x: Tensor) -> float:
-    """Extra memory one ``run(x)`` needs at its peak, in MiB: CUDA allocator peak on GPU, sampled RSS on CPU.
+class PeakMemory(NamedTuple):
+    """The extra memory of one call: ``mib`` (NaN when it could not be measured, ``reason`` says why)."""
 
-    The CPU figure is the rise of the process's resident set over its level before the call (NaN where
-    ``/proc`` is unavailable), sampled every millisecond; measure a backend's first call, since allocators keep
-    memory after it. It is never measured during timing.
+    mib: float
+    reason: str = ""
+
+
+def peak_memory(run: Callable[[Tensor], object], x: Tensor) -> PeakMemory:
+    """Extra memory one ``run(x)`` needs at its peak: CUDA allocator peak on GPU, sampled RSS on CPU.
+
+    The CPU figure is the rise of the process's resident set over its level before the call, sampled every
+    millisecond. Memory the process freed earlier but kept (glibc's heap keeps freed pages: a backend run after
+    another would reuse them and show no rise) is first handed back to the system with ``malloc_trim``, so the
+    call's allocations show; where ``/proc`` is unavailable the figure is NaN with the reason. Measure a backend's
+    first call, since allocators keep memory after it. It is never measured during timing.
     """
     if x.device.type == "cuda":
         torch.cuda.synchronize()
@@ -75,9 +86,10 @@ def peak_memory_mib(run: Callable[[Tensor], object], x: Tensor) -> float:
         base = torch.cuda.memory_allocated()
         run(x)
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return PeakMemory((torch.cuda.max_memory_allocated() - base) / 2**20)
     if not os.path.exists(_STATM):
-        return float("nan")
+        return PeakMemory(float("nan"), f"no {_STATM} to sample resident memory on this system")
+    _release_free_heap()
     base = _rss_bytes()
     sampler = _RssSampler()
     sampler.start()
@@ -85,4 +97,20 @@ def peak_memory_mib(run: Callable[[Tensor], object], x: Tensor) -> float:
         run(x)
     finally:
         peak = sampler.stop()
-    return max(0, peak - base) / 2**20
+    return PeakMemory(max(0, peak - base) / 2**20)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (``None`` with another C library)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_free_heap() -> None:
+    """Returns the free pages of the C heap to the system, so that reusing them shows in the resident set."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

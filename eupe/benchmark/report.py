@@ -13,7 +13,7 @@ from ..viz.charts import grouped_bar_chart
 from .runner import BenchResult
 
 COLUMNS = ("model", "size", "batch", "backend", "median_ms", "p25_ms", "p75_ms", "images_per_s",
-           "speedup_vs_eager", "peak_mem_mib", "gflops_per_image", "rounds", "error")
+           "speedup_vs_eager", "peak_mem_mib", "peak_mem_note", "gflops_per_image", "rounds", "error")
 
 
 def _speedup(result: BenchResult, results: Sequence[BenchResult]) -> float:
@@ -29,8 +29,8 @@ def rows(results: Sequence[BenchResult]) -> list[dict]:
         p25, p75 = r.spread_ms
         out.append(dict(model=r.model, size=r.size, batch=r.batch, backend=r.backend, median_ms=r.median_ms,
                         p25_ms=p25, p75_ms=p75, images_per_s=r.images_per_s, speedup_vs_eager=_speedup(r, results),
-                        peak_mem_mib=r.peak_mem_mib, gflops_per_image=r.gflops_per_image, rounds=len(r.times_ms),
-                        error=r.error))
+                        peak_mem_mib=r.peak_mem_mib, peak_mem_note=r.peak_mem_note,
+                        gflops_per_image=r.gflops_per_image, rounds=len(r.times_ms), error=r.error))
     return out
 
 
@@ -40,17 +40,28 @@ def _fmt(value: object, digits: int = 1) -> str:
     return str(value)
 
 
+def _fmt_mib(value: float, timed: bool) -> str:
+    """Peak memory as the table shows it: ``n/a`` where it was not measured, ``<1`` rather than a rounded 0."""
+    if math.isnan(value):
+        return "n/a" if timed else "–"
+    return "<1" if value < 1 else f"{value:.0f}"
+
+
 def markdown_table(results: Sequence[BenchResult]) -> str:
-    """One row per result; a backend that did not run says why in the last column."""
+    """One row per result; a backend that did not run, or whose peak memory is n/a, says why in the last column."""
     lines = ["| model | size | batch | backend | median ms (IQR) | img/s | vs eager | peak MiB | GFLOPs/img | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows(results):
         timing = "–" if row["error"] else f"{_fmt(row['median_ms'])} ({_fmt(row['p25_ms'])}–{_fmt(row['p75_ms'])})"
         speedup = "–" if row["error"] else f"{_fmt(row['speedup_vs_eager'], 2)}x"
         lines.append(f"| {row['model']} | {row['size']} | {row['batch']} | {row['backend']} | {timing} | "
-                     f"{_fmt(row['images_per_s'])} | {speedup} | {_fmt(row['peak_mem_mib'], 0)} | "
-                     f"{_fmt(row['gflops_per_image'], 2)} | {row['error'] or ''} |")
+                     f"{_fmt(row['images_per_s'])} | {speedup} | {_fmt_mib(row['peak_mem_mib'], not row['error'])} | "
+                     f"{_fmt(row['gflops_per_image'], 2)} | {row['error'] or _peak_note(row)} |")
     return "\n".join(lines) + "\n"
+
+
+def _peak_note(row: dict) -> str:
+    return f"peak memory n/a: {row['peak_mem_note']}" if row["peak_mem_note"] else ""
 
 
 def write_csv(results: Sequence[BenchResult], path: str | Path) -> Path:

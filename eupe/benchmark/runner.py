@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..utils.logs import quiet
 from .backends import BACKENDS, BuildContext, Runner, scratch_dir
-from .measure import gflops_per_image, peak_memory_mib, synchronize
+from .measure import gflops_per_image, peak_memory, synchronize
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class BenchResult:
     times_ms: list[float] = field(repr=False, default_factory=list)
     gflops_per_image: float = float("nan")
     peak_mem_mib: float = float("nan")
+    peak_mem_note: str = ""  # why peak_mem_mib is NaN for a backend that ran
     error: str = ""
 
     @property
@@ -136,7 +137,7 @@ def _bench_shape(model: nn.Module, ctx: BuildContext, cfg: BenchConfig, size: in
                 warnings.simplefilter("ignore")
                 run = backend.runner(model, x, ctx)
             # The first call allocates the backend's working memory: that is when its peak is visible.
-            results[name].peak_mem_mib = peak_memory_mib(run, x)
+            results[name].peak_mem_mib, results[name].peak_mem_note = peak_memory(run, x)
             for _ in range(cfg.warmup):
                 run(x)
             synchronize(backend.device)

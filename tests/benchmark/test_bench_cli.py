@@ -57,3 +57,14 @@ def test_a_backend_that_did_not_run_says_why_in_the_note_column():
     row = markdown_table([BenchResult("m", 32, 1, "executorch", error="needs executorch: pip install x")]).splitlines()[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4] == "–" and cells[-1] == "needs executorch: pip install x"
+
+
+def test_peak_memory_is_never_a_rounded_zero():
+    from eupe.benchmark import BenchResult, markdown_table
+
+    results = [BenchResult("m", 32, 1, "onnxruntime", times_ms=[1.0], peak_mem_mib=0.3),
+               BenchResult("m", 32, 1, "eager", times_ms=[1.0], peak_mem_note="no /proc/self/statm"),
+               BenchResult("m", 32, 1, "executorch", error="needs executorch")]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in markdown_table(results).splitlines()[2:]]
+    assert [c[7] for c in cells] == ["<1", "n/a", "–"]
+    assert cells[1][-1] == "peak memory n/a: no /proc/self/statm"
