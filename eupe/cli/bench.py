@@ -13,44 +13,32 @@ from ..benchmark import BACKENDS, BenchConfig, draw_chart, markdown_table, run_b
 from ..config import save_config
 from ..utils.io import atomic_write_text
 from ..utils.optional import available, install_hint
-from .common import add_config_args, resolve_config
+from .common import ConfigFlag, add_config_args, add_config_flags, resolve_config
 
-# flag -> config key; list flags take comma-separated values.
-_FLAGS = {"models": "models", "sizes": "sizes", "batch_sizes": "batch_sizes", "backends": "backends",
-          "rounds": "rounds", "warmup": "warmup", "threads": "threads", "weights": "weights",
-          "output_dir": "output_dir"}
-_LIST_FLAGS = ("models", "sizes", "batch_sizes", "backends")
+#: The flags of :class:`~eupe.benchmark.BenchConfig` fields; list settings take comma-separated values.
+BENCH_FLAGS = {
+    "models": ConfigFlag("comma-separated model names", separator=","),
+    "sizes": ConfigFlag("comma-separated square input sizes", separator=","),
+    "batch_sizes": ConfigFlag("comma-separated batch sizes", separator=","),
+    "backends": ConfigFlag(f"comma-separated, from: {', '.join(BACKENDS)}", separator=","),
+    "rounds": "timed rounds, interleaved across backends",
+    "warmup": "untimed warm-up calls per backend and shape",
+    "threads": "intra-op threads for torch and ONNX Runtime (0: the libraries' defaults)",
+    "weights": "weights to load ('random': speed does not depend on them)",
+    "output_dir": "where to write bench.csv/.md/.png",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmark inference speed", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, BenchConfig, BENCH_FLAGS)
     add_config_args(parser, example="rounds=20")
-    parser.add_argument("--models", help="comma-separated model names (default eupe_vits16)")
-    parser.add_argument("--sizes", help="comma-separated square input sizes (default 256)")
-    parser.add_argument("--batch-sizes", help="comma-separated batch sizes (default 1,8)")
-    parser.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)} "
-                        "(default eager,onnxruntime,onnxruntime-int8)")
-    parser.add_argument("--rounds", type=int, help="timed rounds, interleaved across backends (default 10)")
-    parser.add_argument("--warmup", type=int, help="untimed warm-up calls per backend and shape (default 3)")
-    parser.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime (0: default)")
-    parser.add_argument("--weights", help="weights to load (default 'random': speed does not depend on them)")
-    parser.add_argument("--output-dir", help="where to write bench.csv/.md/.png (default bench_results)")
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    flags = []
-    for attr, key in _FLAGS.items():
-        value = getattr(args, attr)
-        if value is None:
-            continue
-        flags.append(f"{key}=[{value}]" if attr in _LIST_FLAGS else f"{key}={value}")
-    return resolve_config(BenchConfig, args, flags)
-
-
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = resolve_config(BenchConfig, args)
     results = run_benchmark(cfg)
     table = markdown_table(results)
     print(table)

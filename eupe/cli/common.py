@@ -92,6 +92,7 @@ class ConfigFlag:
     help: str
     flag: str | None = None  # the option string; default: ``--`` + the key's last part, ``_`` -> ``-``
     choices: tuple[Any, ...] | None = None  # default: the values of the field's ``Literal`` type, if it has one
+    separator: str | None = None  # a list field given as one argument, e.g. "," for ``--sizes 224,256``
 
 
 FlagSpecs = Mapping[str, str | ConfigFlag]  # dotted config key -> help text or ConfigFlag
@@ -121,12 +122,14 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, specs:
         spec = spec if isinstance(spec, ConfigFlag) else ConfigFlag(spec)
         annotation, default, note = _config_field(config_class, defaults, key)
         kwargs = _flag_kwargs(annotation, key)
+        if spec.separator is not None:
+            kwargs = _separated_kwargs(kwargs, spec.separator, key)
         if spec.choices is not None:
             kwargs["choices"] = spec.choices
         flag = spec.flag or "--" + key.rpartition(".")[2].replace("_", "-")
         if "choices" not in kwargs and "action" not in kwargs:
             kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
-        shown = _shown_default(default) + (f", {note}" if note else "")
+        shown = _shown_default(default, spec.separator or " ") + (f", {note}" if note else "")
         text = spec.help + (f" (default: {shown})" if shown else "")
         target.add_argument(flag, dest=key, default=None, help=text.replace("%", "%%"), **kwargs)
     parser.set_defaults(config_flags=(*(parser.get_default("config_flags") or ()), *specs))
@@ -179,12 +182,30 @@ def _flag_kwargs(annotation: Any, key: str) -> dict[str, Any]:
     raise TypeError(f"no command-line flag can set {key} (type {annotation}); set it with --set {key}=...")
 
 
-def _shown_default(value: Any) -> str:
-    """A default as it would be typed on the command line; empty for ``None`` and empty values."""
+def _separated_kwargs(kwargs: dict[str, Any], separator: str, key: str) -> dict[str, Any]:
+    """The keywords of a list flag (``nargs="+"``) turned into one argument split at ``separator``."""
+    if kwargs.get("nargs") != "+":
+        raise TypeError(f"{key} is not a list setting: it cannot be given {separator!r}-separated")
+    item, choices = kwargs.get("type", str), kwargs.get("choices")
+
+    def split(text: str) -> list[Any]:
+        values = [item(part.strip()) for part in text.split(separator) if part.strip()]
+        wrong = [v for v in values if choices is not None and v not in choices]
+        if wrong:
+            raise argparse.ArgumentTypeError(f"{wrong[0]!r} is not one of {', '.join(map(str, choices))}")
+        return values
+
+    split.__name__ = item.__name__  # argparse names the type in its "invalid int value" errors
+    return {k: v for k, v in kwargs.items() if k not in ("nargs", "type", "choices")} | {"type": split}
+
+
+def _shown_default(value: Any, separator: str = " ") -> str:
+    """A default as it would be typed on the command line (list items joined by ``separator``); empty for ``None``
+    and empty values."""
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return " ".join(map(str, value))
+        return separator.join(map(str, value))
     return str(value)
 
 

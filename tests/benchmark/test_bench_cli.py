@@ -68,3 +68,21 @@ def test_peak_memory_is_never_a_rounded_zero():
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in markdown_table(results).splitlines()[2:]]
     assert [c[7] for c in cells] == ["<1", "n/a", "–"]
     assert cells[1][-1] == "peak memory n/a: no /proc/self/statm"
+
+
+def test_bench_flags_come_from_the_config_dataclass():
+    import argparse
+
+    from eupe.benchmark import BenchConfig
+    from eupe.cli import bench
+
+    parser = argparse.ArgumentParser(prog="eupe").add_subparsers()
+    bench.register(parser)
+    command = parser.choices["bench"]
+    assert set(command.get_default("config_flags")) == set(bench.BENCH_FLAGS)
+    text = " ".join(command.format_help().split())
+    assert "comma-separated batch sizes (default: 1,8)" in text and "(default: bench_results)" in text
+    args = command.parse_args(["--sizes", "64, 96", "--backends", "eager,onnxruntime", "--rounds", "3"])
+    cfg = bench.resolve_config(BenchConfig, args)
+    assert (cfg.sizes, cfg.backends, cfg.rounds, cfg.models) == ([64, 96], ["eager", "onnxruntime"], 3,
+                                                                 BenchConfig().models)

@@ -87,6 +87,19 @@ def test_help_explains_a_default_that_depends_on_the_machine(monkeypatch):
     assert "loading processes (default: 3, the CPUs this process may use, at most 8)" in text
 
 
+def test_separated_list_flags(capsys):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Inner, {"ks": ConfigFlag("the ks", separator=",")})
+    add_config_args(parser)
+    assert "(default: 1,5)" in " ".join(parser.format_help().split())
+    assert resolve_config(Inner, parser.parse_args(["--ks", "2, 3", "--set", "rate=1"])).ks == [2, 3]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ks", "2,x"])
+    assert "invalid int value: '2,x'" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="not a list setting"):
+        add_config_flags(argparse.ArgumentParser(), Inner, {"rate": ConfigFlag("r", separator=",")})
+
+
 def test_only_given_flags_override_and_set_wins(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("inner: {rate: 0.25, enabled: true}\nname: fancy\n")
