@@ -69,22 +69,39 @@ def _thumbnail(path: str, size: int, border: str = "white") -> Image.Image:
     return ImageOps.expand(ImageOps.fit(load_image(path), (size, size), Image.BICUBIC), 3, fill=border)
 
 
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, width: float) -> list[str]:
+    """``text`` broken into lines no wider than ``width`` pixels (at any character: file names have no spaces), so
+    that a caption shows all of it."""
+    lines = [""]
+    for char in text:
+        if lines[-1] and draw.textlength(lines[-1] + char) > width:
+            lines.append("")
+        lines[-1] += char
+    return lines
+
+
 def retrieval_grid(
     queries: list[str], neighbours: list[list[tuple[str, float, str | None]]], thumb: int = 128,
 ) -> Image.Image:
-    """One row per query: the query (red frame), then its neighbours with similarity (and class name if known)."""
-    cell, caption = thumb + 6, 16
+    """One row per query: the query (red frame, its full file name below), then its neighbours with similarity (and
+    class name if known)."""
+    cell, line_height = thumb + 6, 16
     columns = 1 + max(len(row) for row in neighbours)
-    canvas = Image.new("RGB", (columns * (cell + 4), len(queries) * (cell + caption + 4)), "white")
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    captions = [[wrap_text(measure, "query: " + Path(query).name, cell - 4)]
+                + [wrap_text(measure, f"{score:.3f}" + (f" {label}" if label else ""), cell - 4)
+                   for _, score, label in row] for query, row in zip(queries, neighbours)]
+    heights = [line_height * max(len(lines) for lines in row) for row in captions]
+    canvas = Image.new("RGB", (columns * (cell + 4), sum(cell + h + 4 for h in heights)), "white")
     draw = ImageDraw.Draw(canvas)
-    for r, (query, row) in enumerate(zip(queries, neighbours)):
-        y = r * (cell + caption + 4)
-        canvas.paste(_thumbnail(query, thumb, border="red"), (0, y))
-        draw.text((2, y + cell + 2), "query: " + Path(query).name[:18], fill="black")
-        for c, (path, score, label) in enumerate(row, start=1):
-            canvas.paste(_thumbnail(path, thumb), (c * (cell + 4), y))
-            text = f"{score:.3f}" + (f" {label}" if label else "")
-            draw.text((c * (cell + 4) + 2, y + cell + 2), text[:22], fill="black")
+    y = 0
+    for query, row, row_captions, caption in zip(queries, neighbours, captions, heights):
+        paths = [query] + [path for path, _, _ in row]
+        for c, (path, lines) in enumerate(zip(paths, row_captions)):
+            canvas.paste(_thumbnail(path, thumb, border="red" if c == 0 else "white"), (c * (cell + 4), y))
+            for i, line in enumerate(lines):
+                draw.text((c * (cell + 4) + 2, y + cell + 2 + i * line_height), line, fill="black")
+        y += cell + caption + 4
     return canvas
 
 

@@ -105,6 +105,20 @@ def test_cli_pca_takes_several_paths(photos, tmp_path):
     assert written == ["000_a1_pca.png", "001_b0_pca.png", "002_b1_pca.png"]
 
 
+def test_retrieval_grid_shows_full_query_names(photos, tmp_path):
+    from PIL import ImageDraw
+
+    long_name = tmp_path / ("a_query_photo_with_a_rather_long_descriptive_file_name_" + "x" * 30 + ".jpg")
+    Image.open(photos / "a" / "a0.jpg").save(long_name)
+    neighbours = [[(str(photos / "b" / "b0.jpg"), 0.5, "b")]]
+    short = retrieval_module.retrieval_grid([str(photos / "a" / "a1.jpg")], neighbours)
+    grid = retrieval_module.retrieval_grid([str(long_name)], neighbours)
+    lines = retrieval_module.wrap_text(ImageDraw.Draw(grid), "query: " + long_name.name, 128 + 6 - 4)
+    assert "".join(lines) == "query: " + long_name.name and len(lines) > 1  # every character, over lines
+    assert all(ImageDraw.Draw(grid).textlength(line) <= 130 for line in lines)
+    assert grid.height == short.height + 16 * (len(lines) - 1)  # the caption grows instead of cutting the name
+
+
 def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
     torch.manual_seed(0)
     seg = LinearProbeHead(192, 5)
