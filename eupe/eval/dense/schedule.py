@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...utils.schedule import set_lr, warmup_cosine
+from ..settings import Rule, non_negative, positive
 
 
 @dataclass
@@ -26,6 +27,15 @@ class OptimConfig:
     # [base, max] of AdamW's beta1 for one-cycle momentum (max -> base in warm-up, base -> max after); null: fixed.
     momentum: list[float] | None = None
     grad_clip: float | None = None
+
+
+def optim_rules(cfg: OptimConfig) -> list[Rule]:
+    """The range checks of ``optim.*`` (:func:`eupe.eval.settings.check_settings`)."""
+    return [positive("optim.lr", cfg.lr), non_negative("optim.weight_decay", cfg.weight_decay),
+            non_negative("optim.warmup_iters", cfg.warmup_iters), positive("optim.warmup_ratio", cfg.warmup_ratio),
+            ("optim.final_div_factor", cfg.final_div_factor, cfg.final_div_factor >= 1, "must be >= 1"),
+            ("optim.betas", cfg.betas, len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
+             "must be two numbers in [0, 1)")]
 
 
 class WarmupOneCycle:

@@ -18,9 +18,10 @@ from ..dense.data import require_data_root
 from ..dense.head_file import load_head, save_head
 from ..dense.loaders import evaluation_batches
 from ..dense.predict import dense_predict, resize_like
-from ..dense.schedule import OptimConfig
+from ..dense.schedule import OptimConfig, optim_rules
 from ..dense.train import train_probe_head
 from ..results import write_run_outputs
+from ..settings import check_settings, non_negative, positive, probability
 from .data import DepthDataset, read_split_list
 from .head import BinStrategy, DepthHead, NormStrategy, SigLoss
 from .metrics import DepthMetricAverager, depth_metrics, eigen_mask
@@ -84,6 +85,26 @@ class DepthConfig:
         lr=3e-4, weight_decay=1e-3, betas=[0.9, 0.99], warmup_iters=12800, warmup_ratio=1e-3,
         final_div_factor=1000.0, momentum=[0.85, 0.95], grad_clip=35.0))
     eval: DepthEvalConfig = field(default_factory=DepthEvalConfig)
+
+
+def check_depth_config(cfg: DepthConfig) -> None:
+    """Refuses settings outside their range (a zero batch, an empty depth range...), naming each."""
+    t, h = cfg.train, cfg.head
+    check_settings("eval depth", [
+        positive("data.depth_scale", cfg.data.depth_scale), positive("head.n_bins", h.n_bins),
+        positive("head.min_depth", h.min_depth),
+        ("head.max_depth", h.max_depth, h.max_depth > h.min_depth, f"must exceed head.min_depth={h.min_depth}"),
+        positive("train.iterations", t.iterations), positive("train.batch_size", t.batch_size),
+        ("train.crop_size", t.crop_size, len(t.crop_size) == 2 and min(t.crop_size) > 0,
+         "must be [height, width], both positive"),
+        ("train.border_crop", t.border_crop, t.border_crop is None or len(t.border_crop) == 4,
+         "must be [x1, y1, x2, y2] or null"),
+        non_negative("train.rotation", t.rotation), probability("train.flip_prob", t.flip_prob),
+        probability("train.color_prob", t.color_prob), non_negative("train.loss_warmup_iters", t.loss_warmup_iters),
+        *optim_rules(cfg.optim),
+        *[non_negative(f"data.{k}", v) for k, v in (("max_train_images", cfg.data.max_train_images),
+                                                     ("max_test_images", cfg.data.max_test_images)) if v is not None],
+    ])
 
 
 def _split(cfg: DepthDataConfig, train: bool) -> list:
@@ -161,6 +182,7 @@ def load_depth_head(path: str | Path, *, width: int | None = None, identity: dic
 
 def run_depth(backbone: EvalBackbone, config: DepthConfig, output_dir: str | Path) -> dict[str, Any]:
     """Trains, evaluates and writes ``config.yaml``, ``head.pt`` and ``results.json``."""
+    check_depth_config(config)
     require_data_root(config.data.root, "the BTS NYU folder")
     model, device, autocast, name = backbone.load(), backbone.device, backbone.autocast, backbone.name
     head, stats = train_depth_head(model, config, device, autocast)

@@ -22,6 +22,7 @@ from ..dense.data import require_data_root
 from ..dense.features import extract_patch_features, feature_stride
 from ..dense.transforms import image_to_tensor
 from ..results import write_run_outputs
+from ..settings import check_settings, non_negative, positive
 from .data import KeypointPair, list_pairs
 from .matching import match_points, pck_correct, rescale_points
 
@@ -85,7 +86,7 @@ def evaluate_keypoints(
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """PCK over all keypoints, averaged per category, and per category; returns (results, per-category rows)."""
-    _require_spair_root(cfg)
+    _check_keypoints_config(cfg)
     stride = feature_stride(backbone)
     if cfg.image_size % stride:
         raise ValueError(f"image_size {cfg.image_size} must be a multiple of the backbone's stride {stride}")
@@ -118,7 +119,7 @@ def evaluate_keypoints(
 
 def run_keypoints(backbone: EvalBackbone, config: KeypointsConfig, output_dir: str | Path) -> dict[str, Any]:
     """Evaluates and writes ``config.yaml``, ``results.json`` and ``results.csv`` (one row per category)."""
-    _require_spair_root(config)
+    _check_keypoints_config(config)
     results, rows = evaluate_keypoints(backbone.load(), config, backbone.device, backbone.autocast)
     results = {"model": backbone.name, "backbone": backbone.identity(), "protocol": "spair71k_pck", **results}
     summary = (f"keypoints {backbone.name}: PCK@{config.alpha:g} {results['pck']:.2f} (category mean "
@@ -127,5 +128,13 @@ def run_keypoints(backbone: EvalBackbone, config: KeypointsConfig, output_dir: s
     return results
 
 
-def _require_spair_root(cfg: KeypointsConfig) -> None:
+def _check_keypoints_config(cfg: KeypointsConfig) -> None:
+    """Refuses settings outside their range and a missing SPair-71k root, before any image is read."""
+    check_settings("eval keypoints", [
+        ("pairs_per_category", cfg.pairs_per_category, cfg.pairs_per_category is None or cfg.pairs_per_category > 0,
+         "must be positive, or null for every pair"),
+        positive("image_size", cfg.image_size),
+        ("alpha", cfg.alpha, 0 < cfg.alpha <= 1, "must be in (0, 1]"),
+        positive("chunk_rows", cfg.chunk_rows), non_negative("cached_images", cfg.cached_images),
+    ])
     require_data_root(cfg.root, "the SPair-71k folder", key="root")

@@ -20,9 +20,10 @@ from ..dense.head import LinearProbeHead
 from ..dense.head_file import load_head, save_head
 from ..dense.loaders import evaluation_batches
 from ..dense.predict import dense_predict, resize_like, sliding_window
-from ..dense.schedule import OptimConfig
+from ..dense.schedule import OptimConfig, optim_rules
 from ..dense.train import train_probe_head
 from ..results import write_run_outputs
+from ..settings import check_settings, non_negative, positive, probability
 from .data import ADE20K_CLASSES, IGNORE_INDEX, SegmentationDataset, list_ade20k
 from .metrics import ConfusionMatrix
 from .transforms import EvalResize, TrainAugment
@@ -71,6 +72,24 @@ class SegmentationConfig:
     train: SegTrainConfig = field(default_factory=SegTrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
+
+
+def check_segmentation_config(cfg: SegmentationConfig) -> None:
+    """Refuses settings outside their range (a zero batch, a negative rate...), naming each."""
+    t, e = cfg.train, cfg.eval
+    check_settings("eval segmentation", [
+        positive("data.num_classes", cfg.data.num_classes), positive("train.iterations", t.iterations),
+        positive("train.batch_size", t.batch_size), positive("train.img_size", t.img_size),
+        positive("train.crop_size", t.crop_size), probability("train.flip_prob", t.flip_prob),
+        ("train.scale_range", t.scale_range, len(t.scale_range) == 2 and 0 < t.scale_range[0] <= t.scale_range[1],
+         "must be [low, high] with 0 < low <= high"),
+        ("train.cat_max_ratio", t.cat_max_ratio, 0 < t.cat_max_ratio <= 1, "must be in (0, 1]"),
+        ("train.dropout", t.dropout, 0 <= t.dropout < 1, "must be in [0, 1)"),
+        positive("eval.img_size", e.img_size), positive("eval.crop_size", e.crop_size),
+        positive("eval.stride", e.stride), *optim_rules(cfg.optim),
+        *[non_negative(f"data.{k}", v) for k, v in (("max_train_images", cfg.data.max_train_images),
+                                                     ("max_val_images", cfg.data.max_val_images)) if v is not None],
+    ])
 
 
 def _subset(samples: list, limit: int | None) -> list:
@@ -133,6 +152,7 @@ def load_segmentation_head(path: str | Path, *, width: int | None = None, identi
 
 def run_segmentation(backbone: EvalBackbone, config: SegmentationConfig, output_dir: str | Path) -> dict[str, Any]:
     """Trains, evaluates and writes ``config.yaml``, ``head.pt``, ``results.json`` and ``results.csv``."""
+    check_segmentation_config(config)
     require_data_root(config.data.root, "the ADEChallengeData2016 folder")
     model, device, autocast, name = backbone.load(), backbone.device, backbone.autocast, backbone.name
     head, stats = train_segmentation_head(model, config, device, autocast)
