@@ -42,7 +42,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Override {item!r} conflicts with another override of {part!r}")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); quote a "
+                              "string, or write lists as [1, 2]") from None
     return tree
 
 
@@ -171,12 +175,22 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Config file {path} is not valid YAML: {_yaml_problem(err)}") from None
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"Config file {path} must hold a mapping at the top level")
         data = merge(data, loaded)
     data = merge(data, parse_overrides(overrides))
     return from_dict(cls, data, where=str(path) if path else "config")
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (``expected ',' or ']' at line 2, column 1``)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,6 +40,14 @@ class ModelEntry:
     description: str = ""
 
     def build(self, **overrides: Any) -> nn.Module:
+        """The model with ``overrides`` replacing architecture arguments; an argument the builder does not take
+        (a typo such as ``deepth``) is a ``ValueError`` listing the valid ones."""
+        parameters = inspect.signature(self.builder).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            unknown = sorted(set(overrides) - set(parameters))
+            if unknown:
+                raise ValueError(f"{self.name} has no architecture argument {', '.join(unknown)}; valid ones: "
+                                 f"{', '.join(sorted(parameters))}")
         return self.builder(**{**self.arch, **overrides})
 
 

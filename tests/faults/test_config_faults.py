@@ -44,3 +44,15 @@ def test_a_missing_yaml_named_like_a_shipped_config_points_to_its_name(here):
     with pytest.raises(ConfigError, match="stage3.yaml does not exist; for the shipped distill config, pass its name "
                                           "stage3"):
         resolve_config("distill", "stage3.yaml")
+
+
+def test_malformed_yaml_in_a_file_or_an_override_is_one_error_naming_it(tmp_path):
+    from eupe.config import load_config
+    from eupe.extract import ExtractConfig
+
+    broken = tmp_path / "run.yaml"
+    broken.write_text("batch_size: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"Config file {broken} is not valid YAML: expected ',' or ']'.* line 2"):
+        load_config(ExtractConfig, broken)
+    with pytest.raises(ConfigError, match=r"Override 'layers=\[1,': the value is not valid YAML"):
+        load_config(ExtractConfig, None, ["layers=[1,"])
