@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError, load_config, resolve_config, to_dict
 from ..data.images import ImageDecodeError, is_image_file, list_images, load_image
+from ..eval.linear import LinearConfig, holdout_split, train_linear_probes
 from ..utils.io import atomic_write_json
 from ..utils.optional import available, install_hint
 from ..viz.charts import bar_chart
@@ -101,6 +102,7 @@ class VLMDemoConfig:
     eval_batch_size: int = 16
     max_new_tokens: int = 4
     ci_resamples: int = 1000
+    probe_epochs: int = 100
     seed: int = 0
     threads: int = 0
     decode_threads: int = 2
@@ -398,23 +400,68 @@ def student_weights(cfg: VLMDemoConfig, out: Path) -> tuple[str, dict[str, Any] 
     return report["exports"]["student"], report
 
 
-def build_models(cfg: VLMDemoConfig, weights: str, out: Path) -> dict[str, Path]:
-    """The untrained VLM folders of the two towers: one build with the student, then its tower re-initialised as
-    ``create_model`` does (seeded) and saved again, so the LM, projector and new embedding rows are identical (and
-    the GGUF file, which transformers parses three times per build, ~25 s here, is read once)."""
+def build_models(cfg: VLMDemoConfig, weights: str, data: DemoPictures, images: Path,
+                 out: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """The untrained VLM folders of the two towers, and each tower's :func:`tower_probe`: one build with the
+    student, then its tower re-initialised as ``create_model`` does (seeded) and saved again, so the LM, projector
+    and new embedding rows are identical (and the GGUF file, which transformers parses three times per build, ~25 s
+    here, is read once)."""
     template = image_aware_template(CHATML_TEMPLATE) if cfg.chat_template == "chatml" else None
     built = build_vlm(cfg.student_model, weights, language_model(cfg), out / "build" / "student",
                       feature_layer=cfg.feature_layer, image_size=cfg.image_size, gguf_file=cfg.gguf_file or None,
                       chat_template=template, dtype=torch.float32, seed=cfg.seed, overwrite=True)
+    tower = built.model.model.vision_tower
+    probes = {"student": tower_probe(cfg, tower, built.processor.image_processor, data, images)}
     torch.manual_seed(cfg.seed)
-    built.model.model.vision_tower.backbone.init_weights()
+    tower.backbone.init_weights()
+    probes["random"] = tower_probe(cfg, tower, built.processor.image_processor, data, images)
     folders = {"student": built.path, "random": out / "build" / "random"}
     built.model.save_pretrained(folders["random"])
     built.processor.save_pretrained(folders["random"])
     for folder in folders.values():
         _drop_gguf_quantization(folder)
         check_vlm_folder(folder)
-    return folders
+    return folders, probes
+
+
+def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any, data: DemoPictures,
+                images: Path) -> dict[str, Any]:
+    """Topic top-1 on the held-out pictures of a linear probe on the tower's visual tokens (exactly what the
+    projector receives, mean-pooled or concatenated; the probe's learning rate and feature set chosen on 10% of
+    the training pictures), with its 95% bootstrap interval: how much topic information the tower has to give a
+    VLM, whatever the LM then learns to read from it."""
+    topics = sorted(cfg.topics)
+
+    def features(pictures: Sequence[Picture]) -> dict[str, torch.Tensor]:
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(pictures), cfg.eval_batch_size):
+                batch = [load_image(images / p.image) for p in pictures[start:start + cfg.eval_batch_size]]
+                pixels = image_processor(batch, return_tensors="pt")["pixel_values"]
+                chunks.append(tower(pixels.to(tower.dtype)).last_hidden_state.float())
+        tokens = torch.cat(chunks)
+        return {"patch_mean": tokens.mean(1), "patch_flat": tokens.flatten(1)}
+
+    def labels(pictures: Sequence[Picture]) -> torch.Tensor:
+        return torch.tensor([topics.index(p.topic) for p in pictures])
+
+    train_x, train_y = features(data.train), labels(data.train)
+    fit, holdout = holdout_split(len(data.train), 0.1, cfg.seed)
+    standardised = {}
+    for name, x in train_x.items():  # per-dimension standardisation, from the fitting pictures only
+        mu, sd = x[fit].mean(0), x[fit].std(0) + 1e-6
+        standardised[name] = (mu, sd)
+    norm = {name: (x - standardised[name][0]) / standardised[name][1] for name, x in train_x.items()}
+    probe = train_linear_probes({n: x[fit] for n, x in norm.items()}, train_y[fit], len(topics),
+                                LinearConfig(epochs=cfg.probe_epochs, batch_size=32, seed=cfg.seed),
+                                {n: x[holdout] for n, x in norm.items()}, train_y[holdout])
+    mu, sd = standardised[probe.feature_set]
+    test_x = (features(data.heldout)[probe.feature_set] - mu) / sd
+    with torch.no_grad():
+        correct = (probe.head(test_x).argmax(1) == labels(data.heldout)).double().tolist()
+    ci = bootstrap_ci(correct, resamples=cfg.ci_resamples, seed=cfg.seed)
+    return {"top1": ci.estimate, "ci95": _interval(ci), "feature_set": probe.feature_set,
+            "learning_rate": probe.learning_rate, "chance": 1 / len(topics)}
 
 
 def _drop_gguf_quantization(folder: Path) -> None:
@@ -554,8 +601,8 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
     logger.info("vlm demo: %d training and %d held-out pictures, %d questions", len(data.train), len(data.heldout),
                 len(questions))
     laps("pictures")
-    built = build_models(cfg, weights, out)
-    laps("build VLMs")
+    built, probes = build_models(cfg, weights, data, images, out)
+    laps("build VLMs, probe the towers")
 
     stage_a, stage_b = (out / "data" / "stage_a.json"), (out / "data" / "stage_b.json")
     plans = {"student": (built["student"], [(cfg.stage_a, stage_a), (cfg.stage_b, stage_b)]),
@@ -569,7 +616,8 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
         answered = dict(zip(prompts, generate(cfg, folder, prompts, images, desc=f"evaluate {name}")))
         replies[name] = [answered[_prompt(q, name != "blind")] for q in questions]
         _write_predictions(out / name / "predictions.jsonl", questions, replies[name])
-        models[name] = {"name": MODELS[name], "folder": str(folder), **score(cfg, questions, replies[name]),
+        models[name] = {"name": MODELS[name], "folder": str(folder), "tower_probe": probes.get(name),
+                        **score(cfg, questions, replies[name]),
                         "training": [{k: s[k] for k in ("stage", "steps", "final_loss")} for s in summaries]}
         laps(f"evaluate {name}")
 
@@ -644,17 +692,19 @@ def _chart(models: dict[str, Any], path: Path, heldout: int) -> None:
 
 def format_vlm_table(report: dict[str, Any]) -> str:
     """The results as a text table: POPE F1 per split and pooled, pooled accuracy, the share of "yes" replies and
-    VQA accuracy (x100, with 95% intervals), then the student's paired differences to each baseline."""
+    VQA accuracy and the towers' linear-probe topic top-1 (x100, with 95% intervals), then the student's paired
+    differences to each baseline."""
     def cell(value: float, ci: Sequence[float]) -> str:
         return f"{100 * value:5.1f} [{100 * ci[0]:5.1f}, {100 * ci[1]:5.1f}]"
 
-    header = [*(f"F1 {s}" for s in (*SPLITS, "all")), "acc all", "yes %", "VQA acc"]
+    header = [*(f"F1 {s}" for s in (*SPLITS, "all")), "acc all", "yes %", "VQA acc", "tower probe top-1"]
     rows = [[m["name"], *(cell(m["pope"][s]["f1"], m["pope"][s]["f1_ci95"]) for s in (*SPLITS, "all")),
              cell(m["pope"]["all"]["accuracy"], m["pope"]["all"]["accuracy_ci95"]),
-             f"{100 * m['pope']['all']['replied_yes']:5.1f}", cell(m["vqa"]["accuracy"], m["vqa"]["ci95"])]
+             f"{100 * m['pope']['all']['replied_yes']:5.1f}", cell(m["vqa"]["accuracy"], m["vqa"]["ci95"]),
+             cell(m["tower_probe"]["top1"], m["tower_probe"]["ci95"]) if m.get("tower_probe") else "-"]
             for m in report["models"].values()]
     width = max(len(r[0]) for r in rows)
-    widths = [19] * 5 + [5, 19]
+    widths = [19] * 5 + [5, 19, 19]
     lines = [f"{'model':{width}s}  " + "  ".join(f"{h:{w}s}" for h, w in zip(header, widths)),
              "-" * (width + sum(w + 2 for w in widths))]
     lines += [f"{r[0]:{width}s}  " + "  ".join(f"{c:{w}s}" for c, w in zip(r[1:], widths)) for r in rows]

@@ -7,7 +7,9 @@ import json
 import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -93,7 +95,9 @@ def test_demo_pipeline_end_to_end_on_tiny_stand_ins(tmp_path, clipart, one_threa
     assert set(results["comparisons"]) == {"random", "blind"}
     assert all(set(c) == {"f1", "accuracy"} for c in results["comparisons"].values())
     assert set(results["outcome"]) == {"beats_random", "beats_blind"}
-    assert results["total_s"] > 0 and "build VLMs" in results["times_s"]
+    assert results["total_s"] > 0 and "build VLMs, probe the towers" in results["times_s"]
+    probes = {name: model["tower_probe"] for name, model in results["models"].items()}
+    assert probes["blind"] is None and all(0 <= probes[t]["top1"] <= 1 for t in ("student", "random"))
     for name in MODELS:
         lines = (tmp_path / "out" / name / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == data["pope_questions"] + data["vqa_questions"]
@@ -147,3 +151,44 @@ def test_without_student_weights_the_distillation_demo_runs_first_with_the_short
     assert seen["cfg"].stage1.train.iterations == 7 and seen["cfg"].output_dir == str(tmp_path / "distill")
     with pytest.raises(FileNotFoundError, match="eupe demo"):
         vlm.student_weights(load_vlm_demo_config("vlm", [f"student_weights={tmp_path / 'none.pt'}"]), tmp_path)
+
+
+class _ColourTower(torch.nn.Module):
+    """Stand-in tower whose 4 visual tokens are the image's mean colour (or zeros: a tower that sees nothing)."""
+
+    dtype = torch.float32
+
+    def __init__(self, blind: bool = False) -> None:
+        super().__init__()
+        self.blind = blind
+
+    def forward(self, pixels):
+        colour = pixels.mean((2, 3))[:, None].expand(-1, 4, -1)
+        return SimpleNamespace(last_hidden_state=torch.zeros_like(colour) if self.blind else colour)
+
+
+def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_sees_nothing(tmp_path):
+    from eupe.demo.vlm import DemoPictures, Picture, tower_probe
+
+    topics = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    rng = np.random.default_rng(0)
+    pictures = []
+    for topic, rgb in topics.items():
+        for i in range(14):
+            noisy = np.clip(np.array(rgb) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(tmp_path / f"{topic}{i}.png")
+            pictures.append(Picture(topic, "", topic, f"{topic}{i}", image=f"{topic}{i}.png"))
+    data = DemoPictures(train=[p for p in pictures if p.group[-1] not in "01"],
+                        heldout=[p for p in pictures if p.group[-1] in "01"], frequency={}, similar={}, skipped={})
+    cfg = load_vlm_demo_config("vlm", ["probe_epochs=30", "ci_resamples=50"])
+    cfg.topics = {t: t for t in topics}
+
+    def processor(images, return_tensors):
+        return {"pixel_values": torch.stack([torch.from_numpy(np.asarray(i, dtype=np.float32) / 255).permute(2, 0, 1)
+                                             for i in images])}
+
+    seeing = tower_probe(cfg, _ColourTower(), processor, data, tmp_path)
+    blind = tower_probe(cfg, _ColourTower(blind=True), processor, data, tmp_path)
+
+    assert seeing["top1"] == 1.0 and seeing["chance"] == pytest.approx(1 / 3)
+    assert blind["top1"] <= 0.5 and blind["ci95"][0] <= blind["top1"] <= blind["ci95"][1]
