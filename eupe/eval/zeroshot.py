@@ -26,6 +26,7 @@ from ..models import Projectors
 from .backbone import EvalBackbone
 from .classification import align_labels, evaluate_predictions, rank_scores
 from .results import write_run_outputs
+from .settings import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +36,27 @@ def load_class_embeddings(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Class embeddings file {path} does not exist")
-    if path.suffix == ".npy":
-        array = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if path.suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"Class embeddings file {path} must be .npy or .safetensors")
+    try:
+        if path.suffix == ".npy":
+            tensors = {"embeddings": torch.from_numpy(np.load(path, allow_pickle=False))}
+        else:
+            from safetensors.torch import load_file
 
-        matrices = {k: v for k, v in load_file(str(path)).items() if v.ndim == 2}
+            tensors = load_file(str(path))
+    except Exception as err:  # numpy and safetensors raise their own kinds for a corrupt or pickled file
+        raise ValueError(f"Cannot read class embeddings {path} ({type(err).__name__}: {err}); it must hold a "
+                         "numeric [num_classes, dim] array (numpy.save or safetensors; pickled objects are refused)"
+                         ) from None
+    if path.suffix == ".npy":
+        array = tensors["embeddings"]
+    else:
+        matrices = {k: v for k, v in tensors.items() if v.ndim == 2}
         if len(matrices) != 1:
             raise ValueError(f"{path} must hold exactly one 2-D tensor (the class embeddings), found "
                              f"{sorted(matrices) or 'none'}")
         array = next(iter(matrices.values()))
-    else:
-        raise ValueError(f"Class embeddings file {path} must be .npy or .safetensors")
     if array.ndim != 2 or array.shape[0] < 1:
         raise ValueError(f"Class embeddings in {path} must be [num_classes, dim], got shape {tuple(array.shape)}")
     require_finite(array.float(), f"class embeddings in {path}", hint="recompute them")
@@ -118,6 +128,8 @@ def run_zeroshot(backbone: EvalBackbone, config: ZeroShotRunConfig, output_dir: 
     """Class tokens (read or extracted) -> adapter head -> cosine with class embeddings -> top-k results."""
     if not config.data or not config.class_embeddings:
         raise ValueError("zero-shot needs --data (labelled images or a feature folder) and --class-embeddings")
+    check_settings("eval zeroshot", [("topk", config.topk, bool(config.topk) and min(config.topk) > 0,
+                                      "must be positive numbers")])
     embeddings = load_class_embeddings(config.class_embeddings)
     data = one_split(config.data, "val", "--data")
     if config.head:

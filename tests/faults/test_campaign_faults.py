@@ -32,3 +32,25 @@ def test_an_architecture_typo_is_one_line_listing_the_valid_arguments(main, tmp_
     assert main(["extract", str(image), "--output-dir", str(tmp_path / "out"), "--model", "eupe_vitt16",
                  "--weights", "random", "--arch", "deepth=1", "--no-progress"]) == 2
     one_error_line(capsys, "deepth", "depth")
+
+
+def test_unreadable_class_embeddings_are_one_error_naming_the_file(tmp_path):
+    import numpy as np
+
+    from eupe.eval.zeroshot import load_class_embeddings
+
+    garbage, pickled = tmp_path / "garbage.npy", tmp_path / "objects.npy"
+    garbage.write_text("not an array")
+    np.save(pickled, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    for path in (garbage, pickled, tmp_path / "bad.safetensors"):
+        with pytest.raises(ValueError, match=f"Cannot read class embeddings {path} .*pickled objects are refused"):
+            load_class_embeddings(path)
+
+
+def test_a_zero_top_k_in_zero_shot_is_refused_before_any_work(tmp_path):
+    from eupe.eval.zeroshot import ZeroShotRunConfig, run_zeroshot
+
+    config = ZeroShotRunConfig(data=str(tmp_path), class_embeddings=str(tmp_path / "e.npy"), topk=[0, 5])
+    with pytest.raises(ValueError, match=r"eval zeroshot: invalid setting\(s\) topk=\[0, 5\]"):
+        run_zeroshot(None, config, tmp_path / "out")
