@@ -54,3 +54,13 @@ def test_a_zero_top_k_in_zero_shot_is_refused_before_any_work(tmp_path):
     config = ZeroShotRunConfig(data=str(tmp_path), class_embeddings=str(tmp_path / "e.npy"), topk=[0, 5])
     with pytest.raises(ValueError, match=r"eval zeroshot: invalid setting\(s\) topk=\[0, 5\]"):
         run_zeroshot(None, config, tmp_path / "out")
+
+
+def test_spair_keypoints_outside_their_image_are_refused(tmp_path):
+    from eupe.eval.keypoints.data import KeypointDataError, list_pairs
+    from tests.eval.keypoints.test_keypoints import KPS, write_spair
+
+    write_spair(tmp_path, [("p0", "cat", "a.jpg", "b.jpg", [[500, 40], *KPS[1:]], KPS, [0, 0, 100, 80])])
+    with pytest.raises(KeypointDataError, match=r"p0:cat.json: src_kps: 1 point\(s\) outside the 100x80 image a.jpg "
+                                                r"\(first: \[500.0, 40.0\]\)"):
+        list_pairs(tmp_path)

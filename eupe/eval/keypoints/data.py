@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 SPLITS = ("trn", "val", "test")
 
@@ -42,6 +43,16 @@ def _points(data: dict, key: str, path: Path) -> np.ndarray:
     return points
 
 
+def _require_inside(points: np.ndarray, image: Path, what: str) -> None:
+    """Refuses keypoints outside the image (a wrong annotation would be matched at the clamped border)."""
+    with Image.open(image) as picture:
+        width, height = picture.size
+    outside = (points[:, 0] < 0) | (points[:, 0] > width) | (points[:, 1] < 0) | (points[:, 1] > height)
+    if outside.any():
+        raise KeypointDataError(f"{what}: {int(outside.sum())} point(s) outside the {width}x{height} image "
+                                f"{image.name} (first: {points[outside][0].tolist()})")
+
+
 def read_pair(path: str | Path, root: str | Path) -> KeypointPair:
     """Parses one pair annotation; its images must exist under ``<root>/JPEGImages/<category>/``."""
     path, root = Path(path), Path(root)
@@ -60,9 +71,10 @@ def read_pair(path: str | Path, root: str | Path) -> KeypointPair:
         raise KeypointDataError(f"pair annotation {path}: trg_bndbox must be [x1, y1, x2, y2], got {bbox.tolist()}")
     images = root / "JPEGImages" / category
     source, target = images / src_name, images / trg_name
-    for image in (source, target):
+    for image, points, key in ((source, src_kps, "src_kps"), (target, trg_kps, "trg_kps")):
         if not image.is_file():
             raise FileNotFoundError(f"pair annotation {path} references {image}, which does not exist")
+        _require_inside(points, image, f"pair annotation {path}: {key}")
     return KeypointPair(category, source, target, src_kps, trg_kps, bbox, path)
 
 
