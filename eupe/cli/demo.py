@@ -15,8 +15,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value, e.g. --set stage1.train.iterations=50 --set output_dir=runs/d")
+    parser.add_argument("--curve", metavar="N1,N2,...", type=_iterations, default=None,
+                        help="instead of one run, one per stage-1 budget (e.g. 75,150,300,600): proxy and student "
+                             "k-NN against stage-1 compute, written as curve.json and curve.png")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run)
+
+
+def _iterations(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated iteration counts such as 75,150,300, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive iteration counts such as 75,150,300, got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_demo_config(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    if args.curve:
+        from ..demo.curve import run_compute_curve
+
+        curve = run_compute_curve(cfg, args.curve)
+        for point in curve["points"]:
+            print(f"stage 1 x {point['stage1_iterations']:5d}: proxy {point['proxy']['top1']:5.1f} "
+                  f"{point['proxy']['ci95']}, student {point['student']['top1']:5.1f} {point['student']['ci95']}")
+        print(f"curve: {Path(cfg.output_dir) / 'curve.json'}  chart: {Path(cfg.output_dir) / 'curve.png'}")
         return 0
     report = run_demo(cfg)
     print(format_table(report["knn_top1"], report["knn_top1_ci95"]))

@@ -55,6 +55,10 @@ from . import teachers as _stand_in_teachers  # noqa: F401  (registers the demo'
 
 logger = logging.getLogger(__name__)
 
+PROXY_ROW = "proxy (stage 1)"
+RANDOM_ROW = "same student, random init"
+PIXELS_ROW = "raw pixels (16x16)"
+
 
 @dataclass
 class DemoConfig:
@@ -246,26 +250,7 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     teachers = build_teachers(cfg.teachers)
     lap("build teachers")
 
-    def source(stage: DistillConfig) -> InMemoryImages:
-        return InMemoryImages(data.distill, Augment(stage.data.augment))
-
-    proxy_arch = {**cfg.proxy_arch}
-    s1 = stage_config(cfg.stage1, out / "stage1", student__model=cfg.proxy_model, student__arch=proxy_arch)
-    s1.teachers = list(cfg.teachers)
-    r1 = Distiller(s1, teachers=list(teachers.values()), primary=source(s1), data_id=data.data_id).run()
-    lap("stage 1 (teachers -> proxy)")
-
-    proxy_spec = TeacherSpec(kind="eupe", name="proxy", model=cfg.proxy_model, weights=str(r1.export_path),
-                             input_size=cfg.stage1.data.student_scales[-1], model_kwargs=proxy_arch)
-    s2 = stage_config(cfg.stage2, out / "stage2")
-    s2.teachers = [proxy_spec]
-    r2 = Distiller(s2, primary=source(s2), data_id=data.data_id).run()
-    lap("stage 2 (proxy -> student)")
-
-    s3 = stage_config(cfg.stage3, out / "stage3", student__init=str(r2.export_path))
-    s3.teachers = [proxy_spec]
-    r3 = Distiller(s3, primary=source(s3), data_id=data.data_id).run()
-    lap("stage 3 (multi-resolution)")
+    r1, r3 = run_stages(cfg, data, teachers, out, lap)
 
     intervals = evaluate(cfg, data, teachers, r1, r3)
     lap("k-NN evaluation")
@@ -291,23 +276,63 @@ def _run_demo(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     return report
 
 
-def evaluate(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], proxy: RunResult,
-             student: RunResult) -> dict[str, ConfidenceInterval]:
+def run_stages(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], out: Path,
+               lap: Callable[[str], None] = lambda name: None,
+               teacher_cache: Path | None = None) -> tuple[RunResult, RunResult]:
+    """Stages 1-3 into ``out/stage{1,2,3}``: the teachers into the proxy, the proxy into the student, then the
+    multi-resolution stage; returns the proxy's and the final student's runs. ``teacher_cache``: stage 1's
+    teacher-feature cache folder (default: inside ``out/stage1``), shared by runs that differ only in training."""
+    def source(stage: DistillConfig) -> InMemoryImages:
+        return InMemoryImages(data.distill, Augment(stage.data.augment))
+
+    proxy_arch = {**cfg.proxy_arch}
+    s1 = stage_config(cfg.stage1, out / "stage1", student__model=cfg.proxy_model, student__arch=proxy_arch)
+    s1.teachers = list(cfg.teachers)
+    if teacher_cache is not None:
+        s1.cache.dir = str(teacher_cache)
+    r1 = Distiller(s1, teachers=list(teachers.values()), primary=source(s1), data_id=data.data_id).run()
+    lap("stage 1 (teachers -> proxy)")
+
+    proxy_spec = TeacherSpec(kind="eupe", name="proxy", model=cfg.proxy_model, weights=str(r1.export_path),
+                             input_size=cfg.stage1.data.student_scales[-1], model_kwargs=proxy_arch)
+    s2 = stage_config(cfg.stage2, out / "stage2")
+    s2.teachers = [proxy_spec]
+    r2 = Distiller(s2, primary=source(s2), data_id=data.data_id).run()
+    lap("stage 2 (proxy -> student)")
+
+    s3 = stage_config(cfg.stage3, out / "stage3", student__init=str(r2.export_path))
+    s3.teachers = [proxy_spec]
+    r3 = Distiller(s3, primary=source(s3), data_id=data.data_id).run()
+    lap("stage 3 (multi-resolution)")
+    return r1, r3
+
+
+def evaluate(cfg: DemoConfig, data: DemoData, teachers: dict[str, Teacher], proxy: RunResult | None,
+             student: RunResult | None) -> dict[str, ConfidenceInterval]:
+    """k-NN top-1 with its interval for each teacher, the proxy, the student, the random-init student and raw
+    pixels; ``proxy``/``student`` None leaves out those rows, teachers ``{}`` the teachers' rows."""
     images = eval_batch(data.eval_images, cfg.eval_size)
     small = eval_batch(data.eval_images, cfg.student_eval_size) if cfg.student_eval_size else images
     labels = data.eval_labels
     # name -> (feature function, the image batch it sees: teachers and pixels at eval_size, our models at theirs)
     extractors: dict[str, tuple[Callable[[Tensor], Tensor], Tensor]] = {
         f"teacher {name}": (teacher_features(t), images) for name, t in teachers.items()}
-    extractors["proxy (stage 1)"] = (backbone_features(
-        load(cfg.proxy_model, weights=str(proxy.export_path), **cfg.proxy_arch)), small)
     s_cfg = cfg.stage3.student
-    extractors[f"student {s_cfg.model} (stage 3)"] = (backbone_features(
-        load(s_cfg.model, weights=str(student.export_path), **s_cfg.arch)), small)
-    torch.manual_seed(cfg.seed)
-    extractors["same student, random init"] = (backbone_features(create_model(s_cfg.model, **s_cfg.arch)), small)
-    extractors["raw pixels (16x16)"] = (lambda x: F.interpolate(x, size=(16, 16), mode="area").flatten(1), images)
+    if proxy is not None:
+        extractors[PROXY_ROW] = (backbone_features(
+            load(cfg.proxy_model, weights=str(proxy.export_path), **cfg.proxy_arch)), small)
+    if student is not None:
+        extractors[student_row(cfg)] = (backbone_features(
+            load(s_cfg.model, weights=str(student.export_path), **s_cfg.arch)), small)
+    if teachers:  # the baselines come with the teachers: a run's rows that do not depend on its training
+        torch.manual_seed(cfg.seed)
+        extractors[RANDOM_ROW] = (backbone_features(create_model(s_cfg.model, **s_cfg.arch)), small)
+        extractors[PIXELS_ROW] = (lambda x: F.interpolate(x, size=(16, 16), mode="area").flatten(1), images)
     return {name: knn_top1(embed(fn, batch), labels, cfg.knn_k, cfg.seed) for name, (fn, batch) in extractors.items()}
+
+
+def student_row(cfg: DemoConfig) -> str:
+    return f"student {cfg.stage3.student.model} (stage 3)"
 
 
 def format_table(results: dict[str, float], intervals: dict[str, list[float]] | None = None) -> str:

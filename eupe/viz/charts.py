@@ -30,17 +30,33 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, *, title: str,
-               xlabel: str, ylabel: str, log_y: bool = True) -> Path:
-    """Named ``(x, y)`` series as lines; y on a log scale when asked and every value is positive."""
+               xlabel: str, ylabel: str, log_y: bool = True, log_x: bool = False,
+               bands: Mapping[str, Sequence[Sequence[float]]] | None = None, dashed: Sequence[str] = ()) -> Path:
+    """Named ``(x, y)`` series as lines; y (x) on a log scale when asked and every value is positive.
+    ``bands[name]`` shades a ``(low, high)`` interval per point of that series; ``dashed`` series are reference
+    lines (drawn dashed, without markers)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.2))
     finite = [y for points in series.values() for _, y in points if math.isfinite(y)]
     for name, points in series.items():
         kept = [(x, y) for x, y in points if math.isfinite(y)]
-        if kept:
-            ax.plot(*zip(*kept), label=name, linewidth=1.5, marker="o" if len(kept) < 12 else None)
+        if not kept:
+            continue
+        reference = name in dashed
+        (line,) = ax.plot(*zip(*kept), label=name, linewidth=1.0 if reference else 1.5,
+                          linestyle="--" if reference else "-",
+                          marker=None if reference or len(kept) >= 12 else "o")
+        if bands and name in bands:
+            xs = [x for x, _ in points]
+            ax.fill_between(xs, [b[0] for b in bands[name]], [b[1] for b in bands[name]], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
     if log_y and finite and min(finite) > 0:
         ax.set_yscale("log")
+    if log_x and all(x > 0 for points in series.values() for x, _ in points):
+        ax.set_xscale("log")
+        ticks = sorted({x for name, points in series.items() if name not in dashed for x, _ in points})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, alpha=0.3)
     if series:
