@@ -2,15 +2,17 @@
 
 1. Trainer overhead: a full stage-2 step (data, teacher, normalisation, student forward+backward with heads and
    loss, clipping, AdamW) against the sum of its parts timed in isolation (teacher forward, student
-   forward+backward, optimizer step), interleaved, median of several rounds. Target: ratio <= 1.15.
+   forward+backward, optimizer step), interleaved, median of several rounds. Target: ratio <= 1.15, eager
+   (``overhead``) and with the student compiled (``overhead_compiled``).
 2. Feature cache: epoch 1 (teacher runs for every view and fills the cache, student trains) against epoch 2
    (student trains from the cache) with a teacher >= 4x the student's cost. Target: epoch 2 >= 3x faster.
 3. Peak memory of a small run (CPU: max RSS of the process; CUDA: max allocated).
 4. Data: views decoded and augmented per second from JPEG files (stage-2 augmentation at 256 px), inside the step
    (``data.workers=0``) and in worker processes, and the wait for the first batch.
 5. Step variants: the full stage-2 step eager and under ``torch.compile`` (``student.compile``), in fp32 and bf16
-   autocast (``train.amp``), interleaved after each variant's warm-up (compilation), median per step and the ratio
-   to eager fp32. bf16 pays off only where the CPU runs it natively (AMX, AVX512-BF16; see ``fast_bf16``).
+   autocast (``train.amp``), with stage 3's changing scales and with gradient checkpointing, interleaved after
+   each variant's warm-up (compilation), median per step and the ratio to its eager twin. bf16 pays off only
+   where the CPU runs it natively (AMX, AVX512-BF16; see ``fast_bf16``).
 
 ``--only overhead,variants`` runs a subset.
 
@@ -90,9 +92,11 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_overhead(tmp: Path, rounds: int, size: int, batch: int) -> None:
-    d = make(tmp / "overhead", size=size, batch=batch, n_images=4 * batch, teacher_dim=384, teacher_depth=6,
-             iterations=10_000)
+def bench_overhead(tmp: Path, rounds: int, size: int, batch: int, compiled: bool = False) -> None:
+    """The full step against its parts; ``compiled``: with ``student.compile`` (the parts then run the compiled
+    student too)."""
+    d = make(tmp / f"overhead_{compiled}", size=size, batch=batch, n_images=4 * batch, teacher_dim=384,
+             teacher_depth=6, iterations=10_000, extra=("train.amp=fp32", f"student.compile={str(compiled).lower()}"))
     d.measure_normalization()
     d.student.train()
     views = d.stream.next_batch(0).images
@@ -116,7 +120,8 @@ def bench_overhead(tmp: Path, rounds: int, size: int, batch: int) -> None:
         d.train_step(step[0])
         step[0] += 1
 
-    full_step()  # warm-up (allocations, lazy inits)
+    for _ in range(3 if compiled else 1):  # warm-up (allocations, lazy inits, compilation)
+        full_step()
     parts, fulls = [], []
     for _ in range(rounds):
         t = timed(teacher_fwd)
@@ -128,7 +133,8 @@ def bench_overhead(tmp: Path, rounds: int, size: int, batch: int) -> None:
         fulls.append(timed(full_step))
     t, s, o = (statistics.median(p[i] for p in parts) for i in range(3))
     full = statistics.median(fulls)
-    print(f"[overhead] batch {batch} @ {size}px: teacher fwd {t * 1e3:.1f} ms, student fwd+bwd {s * 1e3:.1f} ms, "
+    label = "overhead compiled" if compiled else "overhead"
+    print(f"[{label}] batch {batch} @ {size}px: teacher fwd {t * 1e3:.1f} ms, student fwd+bwd {s * 1e3:.1f} ms, "
           f"optimizer {o * 1e3:.1f} ms; sum {(t + s + o) * 1e3:.1f} ms; full step {full * 1e3:.1f} ms; "
           f"ratio {full / (t + s + o):.3f} (target <= 1.15)")
 
@@ -176,26 +182,39 @@ def bench_data(tmp: Path, batch: int, workers: int, steps: int = 6) -> None:
 
 
 def bench_variants(tmp: Path, rounds: int, size: int, batch: int, warmup: int = 3) -> None:
+    """Each variant against its eager fp32 twin, interleaved; the step index (so each step's random scale) is the
+    same for every variant. Stage 3's scales change every step: the compiled model meets each shape in its
+    warm-up, then runs the graphs it compiled for them (or one dynamic-shape graph)."""
+    scales = f"data.student_scales=[{size - 16}, {size}, {size + 16}]"
     variants = {f"{'compiled' if compiled else 'eager'} {amp}": (f"student.compile={str(compiled).lower()}",
                                                                  f"train.amp={amp}")
                 for amp in ("fp32", "bf16") for compiled in (False, True)}
+    variants.update({
+        "eager fp32, 3 scales": ("student.compile=false", "train.amp=fp32", scales),
+        "compiled fp32, 3 scales": ("student.compile=true", "train.amp=fp32", scales),
+        "eager fp32, grad checkpointing": ("student.compile=false", "train.amp=fp32",
+                                           "student.grad_checkpointing=true"),
+        "compiled fp32, grad checkpointing": ("student.compile=true", "train.amp=fp32",
+                                              "student.grad_checkpointing=true"),
+    })
+    steps = {name: 3 * warmup if "scales" in name else warmup for name in variants}
     runs = {}
     for name, extra in variants.items():
-        d = make(tmp / name.replace(" ", "_"), size=size, batch=batch, n_images=4 * batch, teacher_dim=384,
-                 teacher_depth=6, iterations=10_000, extra=extra)
+        d = make(tmp / name.replace(" ", "_").replace(",", ""), size=size, batch=batch, n_images=4 * batch,
+                 teacher_dim=384, teacher_depth=6, iterations=10_000, extra=extra)
         d.measure_normalization()
         d.student.train()
-        compile_s = sum(timed(lambda i=i, d=d: d.train_step(i)) for i in range(warmup))
-        runs[name] = (d, [warmup], [], compile_s)
+        compile_s = sum(timed(lambda i=i, d=d: d.train_step(i)) for i in range(steps[name]))
+        runs[name] = (d, [steps[name]], [], compile_s)
     for _ in range(rounds):
         for d, step, times, _ in runs.values():
             times.append(timed(lambda d=d, s=step[0]: d.train_step(s)))
             step[0] += 1
-    base = statistics.median(runs["eager fp32"][2])
     for name, (_, _, times, warm) in runs.items():
-        median = statistics.median(times)
-        print(f"[variants] {name}: {median * 1e3:.1f} ms/step ({base / median:.2f}x eager fp32); first {warmup} "
-              f"steps incl. compilation {warm:.1f} s")
+        baseline = "eager fp32" + name.split("fp32", 1)[1] if "fp32" in name else "eager fp32"
+        median, base = statistics.median(times), statistics.median(runs[baseline][2])
+        print(f"[variants] {name}: {median * 1e3:.1f} ms/step ({base / median:.2f}x {baseline}); first "
+              f"{steps[name]} steps incl. compilation {warm:.1f} s")
 
 
 def main() -> None:
@@ -206,12 +225,13 @@ def main() -> None:
     parser.add_argument("--cache-images", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="data worker processes for the data benchmark")
-    parser.add_argument("--only", default="overhead,cache,memory,data,variants",
+    parser.add_argument("--only", default="overhead,overhead_compiled,cache,memory,data,variants",
                         help="comma-separated sections to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sections = {
         "overhead": lambda tmp: bench_overhead(tmp, args.rounds, args.size, args.batch),
+        "overhead_compiled": lambda tmp: bench_overhead(tmp, args.rounds, args.size, args.batch, compiled=True),
         "cache": lambda tmp: bench_cache(tmp, args.size, args.batch, args.cache_images),
         "memory": lambda tmp: bench_memory(tmp, args.size, args.batch),
         "data": lambda tmp: bench_data(tmp, 4 * args.batch, args.workers),
