@@ -160,8 +160,8 @@ class Distiller:
             backbone.set_grad_checkpointing(True)
         self.normalizer = TeacherNormalizer(dims, eps=cfg.train.norm_eps).to(self.env.device)
         self.model = wrap_model(self.student, self.env, cfg.train.parallel)
-        if cfg.student.compile:
-            backbone.compile()
+        if cfg.student.compile:  # after wrapping: DDP/FSDP2 see the original parameters; shapes recompile lazily
+            backbone.compile(backend=cfg.student.compile_backend)
         t = cfg.train
         self.peak_lr = scaled_lr(t.lr, t.global_batch_size, t.lr_scaling)
         # The fused kernel updates every parameter in one pass (a stage-1 demo step's update: 14 ms against 42 ms
