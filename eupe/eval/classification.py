@@ -114,13 +114,15 @@ def open_labelled_splits(
     """The features of ``data`` (an ImageNet-style root) or of explicit ``train``/``val`` sources, read or extracted
     (:func:`~eupe.extract.open_splits`), with the val labels re-indexed into the training classes.
 
-    ``protocol`` names the evaluation in the error raised when the training set has no classes.
+    ``protocol`` names the evaluation in the error raised when the training set has fewer than two classes.
     """
     train_src, val_src = resolve_splits(data, train, val)
     train_store, val_store = open_splits(train_src, val_src, output_dir=output_dir, backbone=backbone, config=extract)
     classes = train_store.class_names
-    if not classes:
-        raise ValueError(f"The training set {train_src} has no classes: {protocol} needs labelled training images")
+    if len(classes) < 2:  # one class makes every prediction right: a 100% that measures nothing
+        held = f"only the class {classes[0]!r}" if classes else "no classes"
+        raise ValueError(f"The training set {train_src} has {held}: {protocol} needs labelled training images of at "
+                         "least two classes (one subfolder per class)")
     train_labels = align_labels(train_store.labels, classes, classes, f"training set {train_src}")
     val_labels = align_labels(val_store.labels, val_store.class_names, classes, f"validation set {val_src}")
     return LabelledSplits(train_store, val_store, train_labels, val_labels)

@@ -64,3 +64,18 @@ def test_spair_keypoints_outside_their_image_are_refused(tmp_path):
     with pytest.raises(KeypointDataError, match=r"p0:cat.json: src_kps: 1 point\(s\) outside the 100x80 image a.jpg "
                                                 r"\(first: \[500.0, 40.0\]\)"):
         list_pairs(tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["knn", "linear"])
+def test_a_single_class_training_set_is_refused(main, tmp_path, capsys, protocol):
+    from PIL import Image
+
+    for split, n in (("train", 3), ("val", 2)):
+        (tmp_path / "data" / split / "cat").mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(tmp_path / "data" / split / "cat" / f"{i}.png")
+    assert main(["eval", protocol, "--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"),
+                 "--model", "eupe_vitt16", "--arch", "depth=1", "--weights", "random", "--resolution", "32",
+                 "--num-workers", "0"]) == 2
+    one_error_line(capsys, "has only the class 'cat'", "at least two classes")
+    assert not (tmp_path / "out" / "results.json").exists()
