@@ -79,3 +79,24 @@ def test_a_single_class_training_set_is_refused(main, tmp_path, capsys, protocol
                  "--num-workers", "0"]) == 2
     one_error_line(capsys, "has only the class 'cat'", "at least two classes")
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_a_head_file_with_pickled_code_or_garbage_is_one_error(tmp_path):
+    import os
+
+    import torch
+
+    from eupe.eval.dense.head_file import load_head_file
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    evil, garbage = tmp_path / "evil.pt", tmp_path / "garbage.pt"
+    torch.save({"task": "segmentation", "meta": {}, "state_dict": {}, "x": Evil()}, evil)
+    garbage.write_text("hello")
+    with pytest.raises(ValueError, match=f"{evil} is not a plain head checkpoint: it needs pickled code"):
+        load_head_file(evil, "segmentation")
+    with pytest.raises(ValueError, match=f"Cannot read the head checkpoint {garbage} .*written by `eupe eval depth`"):
+        load_head_file(garbage, "depth")
+    assert not (tmp_path / "ran").exists()

@@ -3,6 +3,7 @@ it was trained on (its feature width and identity), which a later use checks."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +32,14 @@ def load_head_file(path: str | Path, task: str) -> tuple[dict[str, Tensor], dict
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"head checkpoint {path} does not exist (it is written by `eupe eval {task}`)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a plain head checkpoint: it needs pickled code to load, which is refused "
+                         f"for safety; use a head.pt written by `eupe eval {task}`") from None
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        raise ValueError(f"Cannot read the head checkpoint {path} ({type(err).__name__}: {err}): it is truncated, "
+                         f"corrupt or not a PyTorch file; use a head.pt written by `eupe eval {task}`") from None
     if not isinstance(blob, dict) or "state_dict" not in blob or "task" not in blob:
         raise ValueError(f"{path} is not a head checkpoint written by `eupe eval {task}`")
     if blob["task"] != task:
