@@ -622,7 +622,7 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
         laps(f"evaluate {name}")
 
     comparisons = compare(cfg, questions, replies, models)
-    outcome = {f"beats_{b}": comparisons[b]["f1"]["beyond_intervals"] for b in BASELINES}
+    outcome = required_outcome(comparisons)
     report = {
         "models": models, "comparisons": comparisons, "outcome": outcome,
         "data": {"topics": {t: {"folder": cfg.topics[t], "pictures": data.frequency[t],
@@ -644,6 +644,12 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
     atomic_write_json(out / "results.json", _rounded(report))
     _chart(models, out / "pope_f1.png", len(data.heldout))
     return report
+
+
+def required_outcome(comparisons: dict[str, Any]) -> dict[str, bool]:
+    """Whether the student beats each baseline beyond the reported intervals on POPE F1 *and* accuracy: F1 counts
+    "yes" as the positive class, so a model that answers "yes" to most questions gains F1 without seeing anything."""
+    return {f"beats_{b}": all(comparisons[b][m]["beyond_intervals"] for m in ("f1", "accuracy")) for b in BASELINES}
 
 
 def _prompt(q: Question, with_images: bool) -> tuple[str, str | None]:

@@ -192,3 +192,25 @@ def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_
 
     assert seeing["top1"] == 1.0 and seeing["chance"] == pytest.approx(1 / 3)
     assert blind["top1"] <= 0.5 and blind["ci95"][0] <= blind["top1"] <= blind["ci95"][1]
+
+
+def test_answering_yes_to_everything_wins_f1_but_not_the_required_outcome():
+    from eupe.demo.vlm import SPLITS, Picture, Question, compare, required_outcome, score
+
+    cfg = load_vlm_demo_config("vlm", ["ci_resamples=200"])
+    pictures = [Picture("star", "", "star", str(i)) for i in range(60)]
+    questions = [Question(p, SPLITS[i % 3], "Is there a star?", answer)
+                 for i, p in enumerate(pictures) for answer in ("yes", "no")]
+    questions += [Question(p, "vqa", "What is shown?", "star") for p in pictures]
+    truth = [q.answer for q in questions]
+    replies = {"student": ["yes"] * len(questions), "random": ["no"] * len(questions), "blind": ["no"] * len(questions)}
+    models = {name: score(cfg, questions, r) for name, r in replies.items()}
+
+    comparisons = compare(cfg, questions, replies, models)
+
+    assert comparisons["random"]["f1"]["beyond_intervals"]  # F1 2/3 against 0
+    assert not comparisons["random"]["accuracy"]["beyond_intervals"]  # 50% each
+    assert required_outcome(comparisons) == {"beats_random": False, "beats_blind": False}
+    replies["student"] = truth  # a student that sees: beats both on both
+    models["student"] = score(cfg, questions, truth)
+    assert required_outcome(compare(cfg, questions, replies, models)) == {"beats_random": True, "beats_blind": True}
