@@ -33,6 +33,7 @@ import logging
 import os
 import random
 import re
+import resource
 import shutil
 import time
 import warnings
@@ -639,6 +640,7 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
                          if distill_report else None),
         "times_s": laps.wall, "total_s": round(sum(laps.wall.values()), 1),
         "cpu_times_s": laps.cpu, "total_cpu_s": round(sum(laps.cpu.values()), 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # Linux: KiB
         "config": to_dict(cfg),
     }
     atomic_write_json(out / "results.json", _rounded(report))

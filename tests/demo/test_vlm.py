@@ -96,6 +96,7 @@ def test_demo_pipeline_end_to_end_on_tiny_stand_ins(tmp_path, clipart, one_threa
     assert all(set(c) == {"f1", "accuracy"} for c in results["comparisons"].values())
     assert set(results["outcome"]) == {"beats_random", "beats_blind"}
     assert results["total_s"] > 0 and "build VLMs, probe the towers" in results["times_s"]
+    assert results["peak_rss_mib"] > 100
     probes = {name: model["tower_probe"] for name, model in results["models"].items()}
     assert probes["blind"] is None and all(0 <= probes[t]["top1"] <= 1 for t in ("student", "random"))
     for name in MODELS:
