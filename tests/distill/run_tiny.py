@@ -1,7 +1,8 @@
 """A tiny distillation run for subprocess tests (SIGKILL resume, torchrun DDP/FSDP).
 
 Usage: python -m tests.distill.run_tiny OUT_DIR [key=value ...]; env TINY_STEP_SLEEP adds a pause per step;
-env TINY_STRATEGIES=ddp,fsdp runs once per parallel strategy into OUT_DIR/<strategy> (one torchrun launch).
+env TINY_STRATEGIES=ddp,fsdp runs once per parallel strategy into OUT_DIR/<strategy> (one torchrun launch);
+``<strategy>_compiled`` runs it with the student compiled (aot_eager: torch.compile without code generation).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     strategies = [s for s in os.environ.get("TINY_STRATEGIES", "").split(",") if s]
     for strategy in strategies:
-        build(os.path.join(argv[0], strategy), argv[1:] + [f"train.parallel={strategy}"]).run()
+        parallel, _, compiled = strategy.partition("_")
+        extra = ["student.compile=true", "student.compile_backend=aot_eager"] if compiled else []
+        build(os.path.join(argv[0], strategy), argv[1:] + [f"train.parallel={parallel}", *extra]).run()
     if strategies:
         return 0
     distiller = build(argv[0], argv[1:])

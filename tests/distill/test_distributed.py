@@ -1,5 +1,5 @@
 """Two CPU processes (gloo, torchrun) follow the same loss trajectory as one process with the same global batch,
-with DDP (students) and with FSDP2 (the proxy's sharding)."""
+with DDP (students, eager and compiled) and with FSDP2 (the proxy's sharding)."""
 
 import os
 import subprocess
@@ -21,9 +21,9 @@ def trajectory(folder):
     return torch.tensor([[row[k] for k in KEYS] for row in read_metrics(Path(folder) / "metrics.jsonl")])
 
 
-def test_two_processes_match_one_with_ddp_and_fsdp(tmp_path):
+def test_two_processes_match_one_with_ddp_fsdp_and_compiled_ddp(tmp_path):
     build(str(tmp_path / "single"), ARGS + ["train.parallel=none"]).run()  # one thread, as each rank
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TINY_STRATEGIES": "ddp,fsdp"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TINY_STRATEGIES": "ddp,fsdp,ddp_compiled"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "tests.distill.run_tiny", str(tmp_path / "multi"), *ARGS]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -31,7 +31,7 @@ def test_two_processes_match_one_with_ddp_and_fsdp(tmp_path):
     assert "Grad strides do not match bucket view strides" not in proc.stderr
     single = trajectory(tmp_path / "single")
     assert single.shape == (4, len(KEYS))
-    for strategy in ("ddp", "fsdp"):
+    for strategy in ("ddp", "fsdp", "ddp_compiled"):
         multi = trajectory(tmp_path / "multi" / strategy)
         assert torch.allclose(single, multi, rtol=1e-5, atol=1e-5), (strategy, single, multi)
         assert (tmp_path / "multi" / strategy / "student.pt").is_file()
