@@ -79,6 +79,8 @@ def export_model(
         raise ExportError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     if optimize and fmt != "onnx":
         raise ExportError(f"--optimize applies to --format onnx only (got {fmt}).")
+    if batch < 1:
+        raise ExportError(f"--batch must be a positive number of images, got {batch}.")
     if int8 and fmt != "onnx":
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
                           "eupe.models.int8.quantize_int8.")

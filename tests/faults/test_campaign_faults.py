@@ -100,3 +100,11 @@ def test_a_head_file_with_pickled_code_or_garbage_is_one_error(tmp_path):
     with pytest.raises(ValueError, match=f"Cannot read the head checkpoint {garbage} .*written by `eupe eval depth`"):
         load_head_file(garbage, "depth")
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_zero_executorch_batch_is_refused_before_exporting(tmp_path):
+    from eupe.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match="--batch must be a positive number of images, got 0"):
+        export_model(eupe.create_model("eupe_vitt16", depth=1), "executorch", tmp_path / "m.pte", batch=0)
+    assert not (tmp_path / "m.pte").exists()
