@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..loading import load
 from ..models import get_model_entry
 from ..utils.io import remove_stale_temporaries
 from ..utils.optional import available, install_hint
-from ..utils.outputs import locked_output_dir, write_error
+from ..utils.outputs import OutputDirError, locked_output_dir, write_error
 from .prepare import ExportError
 from .verify import VerificationReport
 
@@ -85,6 +86,7 @@ def export_model(
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
                           "eupe.models.int8.quantize_int8.")
     output = Path(output)
+    _require_space(model, output if fmt == "hf" else output.parent)
     with _writing(output, folder=fmt == "hf"):
         result = ExportResult(fmt, [output])
         common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
@@ -130,6 +132,18 @@ def export_model(
     for path in result.paths:
         logger.info("wrote %s", path)
     return result
+
+
+def _require_space(model: nn.Module, where: Path) -> None:
+    """Refuses an export whose weights alone do not fit in the free space at ``where``, before exporting: some
+    writers (TorchScript's) abort the whole process on a full disk instead of raising an error."""
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    existing = next(p for p in (where, *where.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise OutputDirError(f"no space left on device for the export to {where}: the weights alone need "
+                             f"{needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free; free some space or "
+                             "choose another location")
 
 
 @contextlib.contextmanager

@@ -108,3 +108,19 @@ def test_a_zero_executorch_batch_is_refused_before_exporting(tmp_path):
     with pytest.raises(ExportError, match="--batch must be a positive number of images, got 0"):
         export_model(eupe.create_model("eupe_vitt16", depth=1), "executorch", tmp_path / "m.pte", batch=0)
     assert not (tmp_path / "m.pte").exists()
+
+
+@pytest.mark.parametrize("fmt, name", [("torchscript", "m.ts"), ("hf", "hf")])
+def test_an_export_that_cannot_fit_on_the_disk_is_refused_before_writing(tmp_path, monkeypatch, fmt, name):
+    import shutil
+    from collections import namedtuple
+
+    from eupe.export import export_model
+    from eupe.utils.outputs import OutputDirError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 4096, 4096))
+    with pytest.raises(OutputDirError, match=f"no space left on device for the export to .*: the weights alone need "
+                                             r"[0-9.]+ MiB and 0.0 MiB are free"):
+        export_model(eupe.create_model("eupe_vitt16", depth=1), fmt, tmp_path / "out" / name, verify=False)
+    assert not (tmp_path / "out").exists()
