@@ -33,7 +33,7 @@ class StudentConfig:
     init: str | None = None  # exported student to start from (stage 3: the stage-2 export)
     head_hidden_dim: int = 3072  # adapter-head width: 1536 in stage 1, 3072 in stages 2-3 [P]
     grad_checkpointing: bool = False
-    compile: bool = False  # torch.compile the student backbone in place (its state-dict keys stay the same)
+    compile: bool = False  # torch.compile the student (backbone + heads) in place; state-dict keys stay the same
     compile_backend: str = "inductor"  # torch.compile's backend; "aot_eager" compiles fast without codegen (tests)
 
 

@@ -160,8 +160,11 @@ class Distiller:
             backbone.set_grad_checkpointing(True)
         self.normalizer = TeacherNormalizer(dims, eps=cfg.train.norm_eps).to(self.env.device)
         self.model = wrap_model(self.student, self.env, cfg.train.parallel)
-        if cfg.student.compile:  # after wrapping: DDP/FSDP2 see the original parameters; shapes recompile lazily
-            backbone.compile(backend=cfg.student.compile_backend)
+        if cfg.student.compile:
+            # The whole student (backbone and heads) in place, after wrapping: DDP/FSDP2 keep the original
+            # parameters and state-dict keys, and DDP/FSDP2 call the compiled forward. Not the backbone alone: the
+            # student calls its forward_features, which Module.compile (it compiles __call__) would not reach.
+            self.student.compile(backend=cfg.student.compile_backend)
         t = cfg.train
         self.peak_lr = scaled_lr(t.lr, t.global_batch_size, t.lr_scaling)
         # The fused kernel updates every parameter in one pass (a stage-1 demo step's update: 14 ms against 42 ms

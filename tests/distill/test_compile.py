@@ -5,13 +5,25 @@ runner); inductor's speed is measured by benchmarks/bench_distill.py."""
 
 import pytest
 import torch
+from torch._dynamo import register_backend
 
 from tests.distill.run_tiny import build
 from tests.distill.test_trainer import losses
 
+GRAPHS = []
+
+
+@register_backend
+def eupe_test_recording_backend(graph, example_inputs):
+    """aot_eager that records each graph it is given: proof that compilation reached the student."""
+    from torch._dynamo.backends.debugging import aot_eager
+
+    GRAPHS.append(graph)
+    return aot_eager(graph, example_inputs)
+
 ARGS = ["train.iterations=6", "output.checkpoint_every=3", "data.student_scales=[16, 32]",
         "student.grad_checkpointing=true", "train.seed=1"]  # seed 1: its first steps draw both scales
-COMPILED = ["student.compile=true", "student.compile_backend=aot_eager"]
+COMPILED = ["student.compile=true", "student.compile_backend=eupe_test_recording_backend"]
 
 
 def _trajectory(folder):
@@ -34,7 +46,8 @@ def test_compiled_training_follows_eager_across_scales_and_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         compiled.run()
     assert (tmp_path / "compiled" / "ckpt-00000003.pt").is_file()
-    build(str(tmp_path / "compiled"), ARGS + COMPILED).run()  # resumes from step 3, compiled again
+    assert GRAPHS, "student.compile=true must compile what the training step runs"
+    build(str(tmp_path / "compiled"), ARGS + COMPILED).run()  # resumes from step 3 (same process: cached graphs)
 
     eager, resumed = _trajectory(tmp_path / "eager"), _trajectory(tmp_path / "compiled")
     assert eager.shape == resumed.shape == (6, eager.shape[1])
