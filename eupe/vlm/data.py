@@ -18,7 +18,9 @@ What LLaVA does and what this module does (``llava/train/train.py``):
   to the LLM (its ``prepare_inputs_labels_for_multimodal`` appends an empty slice of the features), so the record
   trains as text only; here it is reported instead, because it almost always means a broken record.
 * Missing and undecodable images are skipped and counted; the dataset then serves the next record in their place
-  (as LLaVA-NeXT does), so batches keep their size and a run never stops on one bad file.
+  (as LLaVA-NeXT does), so batches keep their size and a run never stops on one bad file. Training from a tower
+  cache (:mod:`eupe.vlm.tower_cache`), the dataset serves each image's cached features instead, and the images the
+  cache found unusable are skipped and counted the same way.
 * ``mode="plain"`` (stage a, LLaVA's ``preprocess_plain``): the text is ``<image>`` + caption + end token, the
   human prompt is dropped, the loss is on the caption and its end token. LLaVA ends the caption with ``"\\n"``
   (``conv_llava_plain``'s separator); here the tokenizer's EOS ends it, one unambiguous token for any LLM.
@@ -192,11 +194,30 @@ def read_llava_json(path: str | Path) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class Sample:
     """One training sample: chat messages (``role`` "user"/"assistant", ``content`` with each image token at the
-    start of its turn) and its decoded RGB images, one per image token, in order."""
+    start of its turn) and its decoded RGB images, one per image token, in order (or, read through a tower cache,
+    each image's cached tower features ``[tokens, channels]``)."""
 
     id: str
     messages: tuple[dict[str, str], ...]
-    images: tuple[Image.Image, ...]
+    images: tuple[Image.Image | torch.Tensor, ...]
+
+
+class UnreadableImage(NamedTuple):
+    """Why an image cannot be used: ``reason`` is :data:`MISSING_IMAGE` or :data:`BAD_IMAGE`, ``detail`` what the
+    report shows (the path, and for an undecodable file why)."""
+
+    reason: str
+    detail: str
+
+
+def read_image(path: str | Path) -> Image.Image | UnreadableImage:
+    """The decoded RGB image at ``path``, or why it cannot be used (missing file, or a file that does not decode)."""
+    try:
+        return load_image(path)
+    except ImageDecodeError as err:
+        if not os.path.exists(err.path):
+            return UnreadableImage(MISSING_IMAGE, err.path)
+        return UnreadableImage(BAD_IMAGE, f"{err.path}: {err.reason}")
 
 
 class _Record(NamedTuple):
@@ -256,14 +277,18 @@ class LlavaDataset(torch.utils.data.Dataset):
     :class:`Sample` with its images decoded on access.
 
     Records that cannot be used are left out at construction and reported; an image that is missing or does not
-    decode is reported when met, and the next record is served in its place.
+    decode is reported when met, and the next record is served in its place. With ``features`` (a
+    :class:`~eupe.vlm.tower_cache.TowerCache`'s ``read``), each image path is served as its cached tower features
+    instead of being decoded.
     """
 
     def __init__(self, records: str | Path | Sequence[Mapping[str, Any]], image_root: str | Path, *,
-                 image_token: str = DEFAULT_IMAGE_TOKEN, report: DataReport | None = None) -> None:
+                 image_token: str = DEFAULT_IMAGE_TOKEN, report: DataReport | None = None,
+                 features: Callable[[str], torch.Tensor | UnreadableImage] | None = None) -> None:
         raw = read_llava_json(records) if isinstance(records, (str, Path)) else records
         self.image_root = Path(image_root)
         self.report = report if report is not None else DataReport()
+        self.features = features
         self._records: list[_Record] = []
         for index, record in enumerate(raw):
             parsed = _parse_record(record, index, image_token)
@@ -278,22 +303,34 @@ class LlavaDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._records)
 
+    def image_paths(self) -> list[str]:
+        """Every distinct image path of the usable records (relative to ``image_root``), sorted."""
+        return sorted({path for record in self._records for path in record.image_paths})
+
     def __getitem__(self, index: int) -> Sample:
-        first_error = None
+        first_problem = None
         for attempt in range(MAX_CONSECUTIVE_BAD_IMAGES):
             record = self._records[(index + attempt) % len(self._records)]
-            try:
-                images = tuple(load_image(self.image_root / p) for p in record.image_paths)
-            except ImageDecodeError as err:
-                missing = not os.path.exists(err.path)
-                self.report.record(SKIPPED, record.id, MISSING_IMAGE if missing else BAD_IMAGE,
-                                   err.path if missing else f"{err.path}: {err.reason}")
-                first_error = first_error or err
-                continue
-            return Sample(record.id, record.messages, images)
+            images, problem = self._read_images(record.image_paths)
+            if problem is None:
+                return Sample(record.id, record.messages, images)
+            self.report.record(SKIPPED, record.id, problem.reason, problem.detail)
+            first_problem = first_problem or problem
         raise FileNotFoundError(f"{MAX_CONSECUTIVE_BAD_IMAGES} records in a row from index {index} have unreadable "
-                                f"images (first: {first_error}); is image_root={str(self.image_root)!r} the folder "
-                                "the records' 'image' paths are relative to?")
+                                f"images (first: {first_problem.reason} {first_problem.detail}); is "
+                                f"image_root={str(self.image_root)!r} the folder the records' 'image' paths are "
+                                "relative to?")
+
+    def _read_images(self, paths: Sequence[str]) -> tuple[tuple[Image.Image | torch.Tensor, ...],
+                                                           UnreadableImage | None]:
+        """The images (or cached features) of ``paths`` in order, or the first one's problem (the rest unread)."""
+        images = []
+        for path in paths:
+            image = self.features(path) if self.features is not None else read_image(self.image_root / path)
+            if isinstance(image, UnreadableImage):
+                return (), image
+            images.append(image)
+        return tuple(images), None
 
 
 # ---------------------------------------------------------------------------------------------- collating
@@ -317,7 +354,9 @@ class LlavaCollator:
     ``ddp_find_unused_parameters=True`` or group batches by modality, as LLaVA's ``group_by_modality_length``.
 
     ``image_processor`` maps a list of PIL images to a ``[n, 3, H, W]`` tensor (a mapping with
-    ``"pixel_values"``, as transformers' image processors return, works too). In ``"conversation"`` mode the
+    ``"pixel_values"``, as transformers' image processors return, works too). Samples read through a tower cache
+    carry features instead of images: ``pixel_values`` then holds them stacked, ``[n, tokens, channels]``, for the
+    cache's stand-in tower (:class:`~eupe.vlm.tower_cache.CachedFeatureTower`). In ``"conversation"`` mode the
     ``chat_template`` given here, else the tokenizer's, renders the messages; it must render each conversation as
     a prefix of its continuations (every common template does). Samples that cannot be fitted are dropped and
     reported, as are truncations.
@@ -377,8 +416,10 @@ class LlavaCollator:
             attention_mask[row, :len(e.input_ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         images = [image for e in encoded for image in e.images]
-        if images:
-            batch["pixel_values"] = self._pixel_values(images)
+        if images and all(isinstance(image, torch.Tensor) for image in images):  # cached tower features
+            batch["pixel_values"] = torch.stack(images)
+        elif images:
+            batch["pixel_values"] = pixel_values(self.image_processor, images)
         return batch
 
     def _encode(self, sample: Sample) -> _Encoded | None:
@@ -465,12 +506,15 @@ class LlavaCollator:
         self.report.record(TRUNCATED, sample_id, CUT_TAIL, f"kept {keep} of {len(ids)} tokens")
         return keep
 
-    def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
-        out = self.image_processor(images)
-        if isinstance(out, Mapping):
-            out = out["pixel_values"]
-        pixel_values = torch.as_tensor(np.stack(out) if isinstance(out, (list, tuple)) else out)
-        if pixel_values.ndim != 4 or pixel_values.shape[0] != len(images):
-            raise DataFormatError(f"image_processor returned shape {tuple(pixel_values.shape)} for {len(images)} "
-                                  "images; it must return pixel_values of shape [n_images, 3, H, W]")
-        return pixel_values
+
+
+def pixel_values(image_processor: ImageProcessor, images: Sequence[Image.Image]) -> torch.Tensor:
+    """``image_processor`` applied to ``images``: their ``pixel_values`` ``[n, 3, H, W]``, checked."""
+    out = image_processor(list(images))
+    if isinstance(out, Mapping):
+        out = out["pixel_values"]
+    values = torch.as_tensor(np.stack(out) if isinstance(out, (list, tuple)) else out)
+    if values.ndim != 4 or values.shape[0] != len(images):
+        raise DataFormatError(f"image_processor returned shape {tuple(values.shape)} for {len(images)} "
+                              "images; it must return pixel_values of shape [n_images, 3, H, W]")
+    return values

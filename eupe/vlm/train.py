@@ -6,6 +6,10 @@ Appendix C.2); stage (a) at LR 1e-3, stage (b) at 2e-5, global batch 256 and 128
 none). Because the loop is transformers' own, ``torchrun``, FSDP (``fsdp=...``) and DeepSpeed (``deepspeed=...``)
 work as they do for any Trainer run, and a rerun with the same ``output_dir`` resumes from its newest checkpoint;
 a rerun whose settings differ from the recorded ones is refused, naming them.
+
+``tower_cache=FOLDER`` runs the frozen tower once per image of the data, stores its output there and trains from it
+(:mod:`eupe.vlm.tower_cache`): the batches carry the cached features and a stand-in takes the tower's place, whose
+parameters are the real tower's, so checkpoints and the saved folder are the same VLM as without a cache.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..utils.device import bf16_enabled, resolve_device
 from ..utils.io import atomic_write_json
 from .build import check_vlm_folder
 from .data import DataReport, LlavaCollator, LlavaDataset
+from .tower_cache import CachedFeatureTower, prepare_tower_cache
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,10 @@ class VLMTrainConfig:
     fsdp: str = ""  # transformers' fsdp argument, e.g. "full_shard auto_wrap"
     deepspeed: str = ""  # a DeepSpeed JSON config (ZeRO-2/3)
     seed: int = 0
+    # A folder of the frozen tower's features per image, filled on first use (resumable), then read instead of
+    # running the tower; "" = off. Valid in both stages: the tower is frozen in (b) too and images only feed it.
+    # It pays where the tower is a large share of a step (stage a) over several epochs or runs of one data set.
+    tower_cache: str = ""
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> VLMTrainConfig:
@@ -162,8 +171,15 @@ def train_stage(cfg: VLMTrainConfig) -> Path:
         remove_unused_columns=False, report_to=[], seed=cfg.seed, data_seed=cfg.seed, fsdp=cfg.fsdp or "",
         deepspeed=cfg.deepspeed or None, disable_tqdm=False,
     )
-    logger.info("vlm train: stage %s trains %s; %d samples; resume=%s", cfg.stage, ", ".join(trainable),
-                len(dataset), resume)
+    if cfg.tower_cache:  # after TrainingArguments, which sets up torchrun's processes: each fills its share
+        cache = prepare_tower_cache(cfg.tower_cache, dataset.image_paths(), cfg.image_root, model.model.vision_tower,
+                                    processor.image_processor, device=args.device, bf16=bf16,
+                                    batch_size=cfg.per_device_batch_size, workers=cfg.dataloader_workers)
+        dataset.features = cache.read
+        model.model.vision_tower = CachedFeatureTower(model.model.vision_tower)
+    logger.info("vlm train: stage %s trains %s; %d samples; resume=%s; tower features %s", cfg.stage,
+                ", ".join(trainable), len(dataset), resume,
+                f"from {cfg.tower_cache}" if cfg.tower_cache else "computed at each step")
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_model(str(out))
