@@ -230,3 +230,13 @@ def test_images_the_cache_could_not_read_are_skipped_and_counted_as_without_it(t
     assert all(isinstance(image, torch.Tensor) for sample in samples for image in sample.images)
     assert cached.report.events() == plain.report.events()
     assert cached.report.counts() == {SKIPPED: {MISSING_IMAGE: 1, BAD_IMAGE: 1}}
+
+
+def test_stage_b_from_the_tower_cache_trains_as_without_it(initial, data, runs_with_and_without_cache, tmp_path):
+    _, _, cache = runs_with_and_without_cache  # the tower of stage b is the built folder's: the same cache serves
+    plain = _parts(train_stage(_config("b", initial, data, tmp_path / "plain", amp="fp32")))
+    cached = _parts(train_stage(_config("b", initial, data, tmp_path / "cached", amp="fp32", tower_cache=cache)))
+    assert _changed(_parts(initial), cached) == {"projector", "lm"}
+    for part in ("projector", "lm"):
+        for name, value in plain[part].items():
+            torch.testing.assert_close(cached[part][name], value, rtol=1e-5, atol=1e-6)
