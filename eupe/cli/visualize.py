@@ -2,11 +2,14 @@
 
   pca IMAGES          first 3 principal components of the patch tokens as RGB (optionally foreground only)
   retrieval QUERIES   each query's nearest gallery images by class-token cosine similarity
-  segmentation IMAGES predictions of a head trained by `eupe eval segmentation` (--head .../head.pt)
-  depth IMAGES        predictions of a head trained by `eupe eval depth` (--head .../head.pt)
+  segmentation IMAGES predictions of a head trained by `eupe eval segmentation` (--head .../head.pt), with a
+                      legend of the classes present
+  depth IMAGES        predictions of a head trained by `eupe eval depth` (--head .../head.pt), with a colour bar
+                      in metres
 
 IMAGES / QUERIES / --gallery: image files, folders, glob patterns or list files, one or several (merged as by
-`eupe extract`; the same file twice is refused).
+`eupe extract`; the same file twice is refused). The pca, segmentation and depth pictures are titled with the
+model, its weights and the input size, and drawn with matplotlib (pip install 'eupe[plot]').
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..models import get_model_entry
+from ..utils.optional import require
 from ..utils.outputs import locked_output_dir
 from .common import add_backbone_args, autocast_for, backbone_from_args, model_identity, resolve_device
 
@@ -55,6 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                help="overlay opacity (default: %(default)s)")
 
 
+def backbone_label(args: argparse.Namespace) -> str:
+    """How picture titles name the backbone of the command line: model, weights (a file by its name, an ``hf://``
+    reference in full, random ones with their seed) and int8 quantisation."""
+    if args.weights == "random":
+        weights = f"random weights (seed {args.seed})"
+    elif args.weights is None:
+        entry = get_model_entry(args.model)
+        weights = "released weights" + (f" {entry.pretrained.default_source}" if entry.pretrained else "")
+    elif args.weights.startswith("hf://"):
+        weights = f"weights {args.weights}"
+    else:
+        weights = f"weights {args.weights.rstrip('/').rsplit('/', 1)[-1]}"
+    return f"{args.model}, {weights}" + (", int8" if getattr(args, "quantize", None) else "")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.images import ImageDecodeError, list_images, load_image
     from ..viz import depth_pictures, pca_pictures, retrieval_picture, save_png, segmentation_pictures
@@ -62,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--max-images", args.max_images), ("-k", getattr(args, "k", 1)), ("--size", args.size)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.kind != "retrieval":  # before any model is loaded
+        require("matplotlib", f"eupe visualize {args.kind} (titled pictures with legends and colour bars)")
     records = list_images(args.images)[0][: args.max_images]
     device = resolve_device(args.device)
     backbone, autocast = backbone_from_args(args), autocast_for(args, device)
@@ -81,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
                 logger.warning("skipping %s: %s", record.path, err.reason)
         if not images:
             raise ValueError(f"none of the {len(records)} images of {' '.join(args.images)} could be decoded")
-        names = [r.path for r in kept]
+        names, label = [r.path for r in kept], backbone_label(args)
         if args.kind == "pca":
             pictures = pca_pictures(backbone, images, args.size, args.foreground_threshold, device, autocast,
-                                    names=names)
+                                    names=names, model_label=label)
         elif args.kind == "segmentation":
             pictures = segmentation_pictures(backbone, args.head, images, args.size, args.alpha, device, autocast,
-                                             identity=model_identity(args), names=names)
+                                             identity=model_identity(args), names=names, model_label=label)
         else:
             pictures = depth_pictures(backbone, args.head, images, args.size, device, autocast,
-                                      identity=model_identity(args), names=names)
+                                      identity=model_identity(args), names=names, model_label=label)
         paths = [save_png(p, out / f"{i:03d}_{Path(r.path).stem}_{args.kind}.png")
                  for i, (p, r) in enumerate(zip(pictures, kept))]
     print(f"visualize {args.kind}: {len(paths)} pictures in {out}")

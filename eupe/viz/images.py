@@ -1,12 +1,13 @@
-"""Preparing input pictures for the backbone and writing output pictures."""
+"""Preparing input pictures for the backbone, naming them in titles and notes, and writing output pictures."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from ..eval.dense import image_to_tensor
 from ..utils.io import atomic_path
@@ -17,21 +18,21 @@ def to_batch(images: list[Image.Image], device: torch.device | str = "cpu") -> t
     return torch.stack([image_to_tensor(image) for image in images]).to(device)
 
 
-def side_by_side(*panels: Image.Image | np.ndarray, gap: int = 4) -> Image.Image:
-    """Panels of equal height placed left to right on a white background."""
-    pictures = [p if isinstance(p, Image.Image) else Image.fromarray(p) for p in panels]
-    height = max(p.height for p in pictures)
-    canvas = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) - 1), height), "white")
-    x = 0
-    for picture in pictures:
-        canvas.paste(picture.convert("RGB"), (x, 0))
-        x += picture.width + gap
-    return canvas
-
-
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Writes ``image`` as a PNG atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return path
+
+
+def picture_name(names: Sequence[str] | None, index: int) -> str:
+    """How notes about the ``index``-th input picture name it."""
+    return names[index] if names is not None else f"image {index}"
+
+
+def picture_title(what: str, backbone: nn.Module, model_label: str | None, name: str, image: Image.Image) -> str:
+    """Two title lines of a picture: ``what`` it shows and of which backbone (``model_label``, e.g. model name and
+    weights; default: the backbone's class name), then the input's file name and the size it was run at."""
+    return (f"{what}: {model_label or type(backbone).__name__}\n"
+            f"{Path(name).name}, run at {image.width}x{image.height} px")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from torch import Tensor, nn
 from ..eval.dense import extract_patch_features, feature_stride
 from ..extract import require_finite
 from ..extract.transforms import resize_short_side_bounded
-from .images import side_by_side, to_batch
+from .charts import Panel, figure_image, panel_figure
+from .images import picture_name, picture_title, to_batch
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +91,23 @@ def pca_rgb(maps: list[Tensor], foreground_threshold: float | None = None) -> li
     return pictures
 
 
+def pca_figure(image: Image.Image, pca: np.ndarray, *, title: str,
+               foreground_threshold: float | None = None) -> Any:
+    """The image beside its PCA picture (``[h, w, 3]`` uint8 at the token grid, shown at the image size)."""
+    shown = Image.fromarray(pca).resize(image.size, Image.NEAREST)
+    pca_title = "PCA components 1-3 as RGB"
+    if foreground_threshold is not None:
+        pca_title += f"\nforeground: component 1 > {foreground_threshold:g}"
+    return panel_figure([Panel(image, "input"), Panel(shown, pca_title)], title=title)
+
+
 def pca_pictures(
     backbone: nn.Module, images: list[Image.Image], size: int = 448, foreground_threshold: float | None = None,
     device: torch.device | str = "cpu", autocast: contextlib.AbstractContextManager | None = None,
-    names: Sequence[str] | None = None,
+    names: Sequence[str] | None = None, model_label: str | None = None,
 ) -> list[Image.Image]:
-    """For each image: the (resized) image beside its PCA picture, upsampled to the image size (nearest).
+    """For each image: the (resized) image beside its PCA picture, titled with ``model_label`` (default: the
+    backbone's class name), the image's name and the size it was run at.
 
     Images are resized to short side ``size`` with the long side bounded (:func:`resize_short_side_bounded`, which
     logs what it did to an extreme aspect ratio, naming the image by ``names``)."""
@@ -104,11 +117,7 @@ def pca_pictures(
     maps = [extract_patch_features(backbone, to_batch([image], device), autocast)[0].cpu() for image in resized]
     for i, features in enumerate(maps):
         require_finite(features[None], f"patch features of {picture_name(names, i)}")
-    pictures = pca_rgb(maps, foreground_threshold)
-    return [side_by_side(image, Image.fromarray(p).resize(image.size, Image.NEAREST))
-            for image, p in zip(resized, pictures)]
-
-
-def picture_name(names: Sequence[str] | None, index: int) -> str:
-    """How notes about the ``index``-th input picture name it."""
-    return names[index] if names is not None else f"image {index}"
+    return [figure_image(pca_figure(image, picture, foreground_threshold=foreground_threshold,
+                                    title=picture_title("PCA of patch features", backbone, model_label,
+                                                        picture_name(names, i), image)))
+            for i, (image, picture) in enumerate(zip(resized, pca_rgb(maps, foreground_threshold)))]

@@ -119,7 +119,7 @@ def test_pictures_of_an_extreme_aspect_ratio_are_bounded_and_say_so(bounded_resi
     wide = Image.fromarray(np.zeros((3, 100_000, 3), np.uint8))
     with caplog.at_level(logging.WARNING):
         (picture,) = pca_pictures(tiny_vit(depth=1).eval(), [wide], size=64, names=["wide.png"])
-    assert picture.height == 16 and picture.width <= 2 * 8 * 64 + 4
+    assert max(picture.size) <= 2 * 8 * 64 + 4  # the titled figure of the bounded 512x16 input stays small
     assert "wide.png is 100000x3 pixels" in caplog.text
     normal = Image.new("RGB", (40, 30))
     assert resize_short_side_bounded(normal, 32, multiple=16).size == (48, 32)  # ordinary images: unchanged

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ from PIL import Image
 
 from eupe.viz import fit_pca, foreground_masks, pca_pictures, pca_rgb
 from tests.helpers import tiny_vit
+
+pca_module = importlib.import_module("eupe.viz.pca")
 
 
 def test_fit_pca_matches_numpy_svd():
@@ -70,9 +74,14 @@ def test_foreground_threshold_blacks_out_the_background():
     assert (picture[~expected.numpy()] == 0).all() and picture[expected.numpy()].any(axis=-1).mean() > 0.5
 
 
-def test_pca_pictures_with_a_tiny_backbone():
+def test_pca_pictures_with_a_tiny_backbone(monkeypatch):
+    shown = []  # the panels' picture sizes of each figure
+    render = pca_module.figure_image
+    monkeypatch.setattr(pca_module, "figure_image", lambda fig: shown.append(
+        [ax.get_images()[0].get_array().shape[:2] for ax in fig.axes if ax.get_images()]) or render(fig))
     images = [Image.new("RGB", (70, 50), (200, 30, 30)), Image.fromarray(
         np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))]
     pictures = pca_pictures(tiny_vit().eval().requires_grad_(False), images, size=32)
-    # 70x50 -> short side 32 -> 45x32 -> multiples of 16: 48x32; side by side with a 4 px gap
-    assert pictures[0].size == (48 * 2 + 4, 32) and pictures[1].size == (32 * 2 + 4, 32)
+    # 70x50 -> short side 32 -> 45x32 -> multiples of 16: 48x32; the PCA picture at the same size beside it
+    assert shown == [[(32, 48), (32, 48)], [(32, 32), (32, 32)]]
+    assert all(isinstance(p, Image.Image) and p.mode == "RGB" for p in pictures)

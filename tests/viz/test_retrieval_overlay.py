@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import asdict
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from eupe.eval.dense import LinearProbeHead, save_head
 from eupe.eval.depth import DepthHead
 from eupe.eval.depth.protocol import DepthHeadConfig
 from eupe.eval.segmentation.protocol import SegEvalConfig
-from eupe.viz import class_palette, colorize_depth, colormap, nearest_neighbours, segmentation_overlay
+from eupe.utils.optional import MissingDependencyError
+from eupe.viz import class_palette, nearest_neighbours, segmentation_overlay
 
 retrieval_module = importlib.import_module("eupe.viz.retrieval")
 
@@ -34,14 +36,9 @@ def test_nearest_neighbours_by_cosine_and_exclusion():
         nearest_neighbours(q[:1], g[:1], k=1, exclude=torch.tensor([[True]]))
 
 
-def test_colours():
+def test_class_palette():
     palette = class_palette(150)
     assert palette.shape == (150, 3) and len({tuple(c) for c in palette}) == 150
-    ramp = colormap(np.array([0.0, 0.5, 1.0, 2.0]))
-    assert ramp[0].tolist() == [68, 1, 84] and ramp[2].tolist() == [253, 231, 37] and (ramp[3] == ramp[2]).all()
-    depth = np.array([[1.0, 5.0]])
-    coloured = colorize_depth(depth, 1.0, 5.0)
-    assert coloured[0, 0].tolist() == [253, 231, 37] and coloured[0, 1].tolist() == [68, 1, 84]  # near = bright
 
 
 def test_segmentation_overlay_blends_class_colours():
@@ -75,12 +72,45 @@ def photos(tmp_path):
 BACKBONE = ["--model", "eupe_vitt16", "--weights", "random", "--arch", "depth=1"]
 
 
-def test_cli_pca_and_retrieval(photos, tmp_path, capsys, monkeypatch):
+@dataclass
+class DrawnFigure:
+    """What a person reads on a figure of `eupe visualize`: its title, panel picture sizes, legend entries and
+    colour-bar labels."""
+
+    title: str
+    sizes: list[tuple[int, int]]
+    legend: list[str]
+    colour_bars: list[str]
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list[DrawnFigure]:
+    """The figures that `eupe visualize` renders, recorded before rendering."""
+    figures = []
+    charts = importlib.import_module("eupe.viz.charts")
+
+    def record(fig):
+        images = [image for ax in fig.axes for image in ax.get_images()]
+        bars = [image.colorbar for image in images if image.colorbar is not None]
+        figures.append(DrawnFigure(
+            fig.get_suptitle(), [image.get_array().shape[:2] for image in images],
+            [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()],
+            [bar.ax.get_ylabel() or bar.ax.get_xlabel() for bar in bars]))
+        return charts.figure_image(fig)
+
+    for module in ("eupe.viz.pca", "eupe.viz.overlay"):
+        monkeypatch.setattr(importlib.import_module(module), "figure_image", record)
+    return figures
+
+
+def test_cli_pca_and_retrieval(photos, tmp_path, capsys, monkeypatch, drawn):
     assert _cli(["visualize", "pca", str(photos), "--output-dir", str(tmp_path / "pca"), "--size", "32",
                  "--foreground-threshold", "0.3", *BACKBONE]) == 0
     written = sorted(p.name for p in (tmp_path / "pca").iterdir() if not p.name.startswith("."))
     assert written == ["000_a0_pca.png", "001_a1_pca.png", "002_b0_pca.png", "003_b1_pca.png"]
-    assert Image.open(tmp_path / "pca" / written[0]).size == (32 * 2 + 4, 32)  # 48x40 -> 38x32 -> 32x32
+    assert drawn[0].sizes == [(32, 32), (32, 32)]  # 48x40 -> 38x32 -> 32x32, the PCA beside the image
+    assert drawn[0].title == "PCA of patch features: eupe_vitt16, random weights (seed 0)\na0.jpg, run at 32x32 px"
+    assert Image.open(tmp_path / "pca" / written[0]).mode == "RGB"
     drawn = []  # (queries, neighbours) handed to the grid: the queries are in the gallery too
     grid_fn = retrieval_module.retrieval_grid
     monkeypatch.setattr(retrieval_module, "retrieval_grid",
@@ -119,7 +149,7 @@ def test_retrieval_grid_shows_full_query_names(photos, tmp_path):
     assert grid.height == short.height + 16 * (len(lines) - 1)  # the caption grows instead of cutting the name
 
 
-def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
+def test_cli_segmentation_and_depth_overlays(photos, tmp_path, drawn):
     torch.manual_seed(0)
     seg = LinearProbeHead(192, 5)
     # head files in the layout run_segmentation / run_depth write (their meta are these config dataclasses)
@@ -131,10 +161,39 @@ def test_cli_segmentation_and_depth_overlays(photos, tmp_path):
               meta={"in_dim": 192, "model": "eupe_vitt16", "head": asdict(DepthHeadConfig(n_bins=8))})
     assert _cli(["visualize", "segmentation", str(photos / "a" / "a0.jpg"), "--head", str(tmp_path / "seg.pt"),
                  "--output-dir", str(tmp_path / "out"), *BACKBONE]) == 0
-    assert Image.open(tmp_path / "out" / "000_a0_segmentation.png").size == (38 * 2 + 4, 32)
+    assert (tmp_path / "out" / "000_a0_segmentation.png").is_file()
+    (segmentation,) = drawn
+    assert segmentation.sizes == [(32, 38), (32, 38)]
+    assert segmentation.title.startswith("Segmentation head: eupe_vitt16, random weights (seed 0)\na0.jpg")
+    named = [entry.rsplit(" (", 1)[0] for entry in segmentation.legend]  # "class 3 (40%)" -> "class 3"
+    assert named and len(set(named)) == len(named) and set(named) <= {f"class {i}" for i in range(5)}
     assert _cli(["visualize", "depth", str(photos / "b"), "--head", str(tmp_path / "depth.pt"), "--size", "24",
                  "--output-dir", str(tmp_path / "out"), *BACKBONE]) == 0
-    assert Image.open(tmp_path / "out" / "001_b1_depth.png").size == (29 * 2 + 4, 24)
+    assert (tmp_path / "out" / "001_b1_depth.png").is_file()
+    depth = drawn[-1]
+    assert depth.sizes == [(24, 29), (24, 29)] and depth.colour_bars == ["depth (m)"]
+    assert depth.title.startswith("Depth head: eupe_vitt16, random weights (seed 0)\nb1.jpg, run at 29x24 px")
     with pytest.raises(ValueError, match="holds a 'depth' head"):
         _cli(["visualize", "segmentation", str(photos / "a"), "--head", str(tmp_path / "depth.pt"),
               "--output-dir", str(tmp_path / "bad"), *BACKBONE])
+
+
+def test_picture_titles_name_the_weights():
+    def label(*argv):
+        parser = argparse.ArgumentParser()
+        visualize.register(parser.add_subparsers())
+        return visualize.backbone_label(parser.parse_args(["visualize", "pca", "x.png", "--output-dir", "o", *argv]))
+
+    assert label("--model", "eupe_vitt16", "--weights", "random", "--seed", "3") == \
+        "eupe_vitt16, random weights (seed 3)"
+    assert label("--weights", "runs/demo/stage3/student.pt", "--quantize", "int8") == \
+        "eupe_vits16, weights student.pt, int8"  # a file by its name, not the folders it lies in
+    assert label("--weights", "hf://facebook/EUPE-ViT-S") == "eupe_vits16, weights hf://facebook/EUPE-ViT-S"
+    assert label().startswith("eupe_vits16, released weights hf://")
+
+
+def test_cli_pictures_need_matplotlib_before_any_model_is_loaded(photos, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setattr(visualize, "backbone_from_args", lambda args: pytest.fail("model loaded"))
+    with pytest.raises(MissingDependencyError, match=r"eupe visualize depth .*pip install 'eupe\[plot\]'"):
+        _cli(["visualize", "depth", str(photos), "--head", "h.pt", "--output-dir", str(tmp_path / "o"), *BACKBONE])
