@@ -164,7 +164,12 @@ class Distiller:
             # The whole student (backbone and heads) in place, after wrapping: DDP/FSDP2 keep the original
             # parameters and state-dict keys, and DDP/FSDP2 call the compiled forward. Not the backbone alone: the
             # student calls its forward_features, which Module.compile (it compiles __call__) would not reach.
-            self.student.compile(backend=cfg.student.compile_backend)
+            # One static graph per input shape (stage 3: one per scale, a bounded set): inductor's dynamic-shape
+            # graph for the ViT failed a stride assertion when the scale changed (torch 2.13, CPU).
+            self.student.compile(backend=cfg.student.compile_backend, dynamic=False)
+            shapes = len(cfg.data.student_scales)
+            if shapes > torch._dynamo.config.recompile_limit:
+                torch._dynamo.config.recompile_limit = shapes
         t = cfg.train
         self.peak_lr = scaled_lr(t.lr, t.global_batch_size, t.lr_scaling)
         # The fused kernel updates every parameter in one pass (a stage-1 demo step's update: 14 ms against 42 ms
