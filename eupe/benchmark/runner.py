@@ -76,6 +76,8 @@ def validate(cfg: BenchConfig) -> None:
         raise ValueError("models, sizes, batch_sizes and backends must each list at least one entry")
     if min(cfg.sizes) <= 0 or min(cfg.batch_sizes) <= 0 or cfg.rounds <= 0 or cfg.iters <= 0 or cfg.warmup < 0:
         raise ValueError("sizes, batch_sizes, rounds and iters must be positive and warmup non-negative")
+    if cfg.threads < 0 or cfg.depth < 0:
+        raise ValueError(f"threads ({cfg.threads}) and depth ({cfg.depth}) must be >= 0 (0: the default)")
 
 
 def build_model(name: str, cfg: BenchConfig) -> nn.Module:

@@ -94,7 +94,13 @@ def build_vlm(
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"output_dir {output_dir} exists and is not an empty folder; choose another one or "
                               f"pass overwrite=True to write the VLM files into it")
-    tokenizer = AutoTokenizer.from_pretrained(language_model, gguf_file=gguf_file)
+    _require_language_model(language_model, gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(language_model, gguf_file=gguf_file)
+    except OSError as err:  # a hub id that cannot be fetched (offline, private, misspelt)
+        raise VLMFolderError(f"language model {str(language_model)!r} is not a local folder and could not be loaded "
+                             f"from the Hugging Face hub ({err}); give a local causal-LM folder, or a hub id that "
+                             "is in the local cache when offline") from None
     template = _resolve_chat_template(tokenizer.chat_template, chat_template, language_model)
     tower = EupeVisionModel.from_eupe(eupe_model, eupe_weights, pretrained=eupe_pretrained,
                                       feature_layer=feature_layer, image_size=image_size)
@@ -129,6 +135,30 @@ def build_vlm(
     processor.save_pretrained(output_dir)
     check_vlm_folder(output_dir)
     return BuiltVLM(output_dir, model.eval(), processor)
+
+
+def _require_language_model(language_model: str | os.PathLike, gguf_file: str | None) -> None:
+    """Refuses, before anything is loaded, a ``language_model`` that is a path but no causal-LM folder: missing,
+    a file, a folder without ``config.json`` (or without ``gguf_file``). A hub id (``owner/name``) that is not a
+    local path is left to transformers."""
+    path = Path(language_model)
+    text = str(language_model)
+    looks_like_path = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if not looks_like_path:
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"language model folder {path} does not exist; give a causal-LM folder (with "
+                                "config.json, or a GGUF file and --gguf-file NAME) or a hub id such as "
+                                "HuggingFaceTB/SmolLM2-135M-Instruct")
+    if path.is_file():
+        hint = (f"--language-model {path.parent} --gguf-file {path.name}" if path.suffix == ".gguf"
+                else "the folder that holds the LM's config.json")
+        raise VLMFolderError(f"language model {path} is a file, not a folder; give {hint}")
+    needed = path / gguf_file if gguf_file else path / "config.json"
+    if not needed.is_file():
+        found = sorted(p.name for p in path.glob("*.gguf"))
+        hint = f"; it holds GGUF files ({', '.join(found)}): pass --gguf-file NAME" if found and not gguf_file else ""
+        raise VLMFolderError(f"{path} is not a causal-LM folder: {needed.name} is missing{hint}")
 
 
 def image_aware_template(template: str) -> str:

@@ -78,6 +78,8 @@ def test_invalid_config():
         run_benchmark(BenchConfig(backends=["tensorrt"]))
     with pytest.raises(ValueError, match="positive"):
         run_benchmark(BenchConfig(rounds=0))
+    with pytest.raises(ValueError, match=r"threads \(-2\) and depth \(0\) must be >= 0"):
+        run_benchmark(BenchConfig(threads=-2))
 
 
 def test_optional_backends_explain_themselves(monkeypatch):

@@ -167,3 +167,25 @@ def test_convnext_bf16_build_equals_its_reload(tiny_lm_dir, tmp_path):
         inputs = result.processor(images=_image(), text=prompt, return_tensors="pt")
         assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == tokens
         assert torch.equal(result.model(**inputs).logits, model(**inputs).logits)
+
+
+def test_a_language_model_path_that_is_no_lm_folder_is_refused_before_loading(tmp_path):
+    from eupe.vlm.build import VLMFolderError
+
+    def build(lm, **kw):
+        return build_vlm("eupe_vitt16", None, lm, tmp_path / "out", eupe_pretrained=False, image_size=IMAGE_SIZE, **kw)
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build(tmp_path / "missing")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    with pytest.raises(VLMFolderError, match="config.json is missing"):
+        build(tmp_path / "notes")
+    (tmp_path / "notes" / "lm.Q4.gguf").write_bytes(b"GGUF")
+    with pytest.raises(VLMFolderError, match="pass --gguf-file NAME"):
+        build(tmp_path / "notes")
+    with pytest.raises(VLMFolderError, match="is a file.*--gguf-file lm.Q4.gguf"):
+        build(tmp_path / "notes" / "lm.Q4.gguf")
+    with pytest.raises(VLMFolderError, match="other.gguf is missing"):
+        build(tmp_path / "notes", gguf_file="other.gguf")
+    assert not (tmp_path / "out").exists()
