@@ -56,8 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--head", required=True, help=f"head.pt written by `eupe eval {kind}`")
         sub.add_argument("--size", type=int, default=size,
                          help=f"short side of the resized images (default: {size_help})")
-    kinds.choices["segmentation"].add_argument("--alpha", type=float, default=0.5,
+    kinds.choices["segmentation"].add_argument("--alpha", type=_opacity, default=0.5,
                                                help="overlay opacity (default: %(default)s)")
+
+
+def _opacity(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"an opacity from 0 (image only) to 1 (classes only), got {text}")
+    return value
 
 
 def backbone_label(args: argparse.Namespace) -> str:

@@ -31,6 +31,8 @@ def segmentation_overlay(image: Image.Image, classes: np.ndarray, alpha: float =
     """``image`` blended with the colour of each pixel's class (``classes``: ``[H, W]`` ints of the image size)."""
     if classes.shape != (image.height, image.width):
         raise ValueError(f"class map {classes.shape} does not match the image size {image.height}x{image.width}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"overlay opacity alpha must be in [0, 1], got {alpha}")
     palette = class_palette(int(classes.max()) + 1) if palette is None else palette
     colours = palette[classes].astype(np.float32)
     blended = (1 - alpha) * np.asarray(image.convert("RGB"), dtype=np.float32) + alpha * colours

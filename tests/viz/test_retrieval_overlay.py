@@ -49,6 +49,14 @@ def test_segmentation_overlay_blends_class_colours():
     assert out[0, 0].tolist() == [50, 50, 50] and out[0, 1].tolist() == [150, 50, 50]
     with pytest.raises(ValueError, match="does not match"):
         segmentation_overlay(image, classes[:1], palette=palette)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 3"):
+        segmentation_overlay(image, classes, alpha=3, palette=palette)
+
+
+def test_cli_refuses_an_opacity_outside_0_1_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        _cli(["visualize", "segmentation", "a.png", "--head", "h.pt", "--alpha", "3", "--output-dir", "o"])
+    assert "an opacity from 0 (image only) to 1 (classes only), got 3" in capsys.readouterr().err
 
 
 def _cli(argv):
