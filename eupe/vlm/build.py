@@ -35,6 +35,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from ..loading.sources import hub_reachable
 from .processor import EupeImageProcessor
 from .tower import (
     VISION_FEATURE_LAYER,
@@ -95,16 +96,20 @@ def build_vlm(
         raise FileExistsError(f"output_dir {output_dir} exists and is not an empty folder; choose another one or "
                               f"pass overwrite=True to write the VLM files into it")
     _require_language_model(language_model, gguf_file)
+    # a hub id without a network: the local cache at once, instead of the hub client's retries (half a minute)
+    offline = not Path(language_model).exists() and not hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(language_model, gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(language_model, gguf_file=gguf_file, local_files_only=offline)
     except OSError as err:  # a hub id that cannot be fetched (offline, private, misspelt)
+        reason = "the Hugging Face hub cannot be reached: no network?" if offline else str(err)
         raise VLMFolderError(f"language model {str(language_model)!r} is not a local folder and could not be loaded "
-                             f"from the Hugging Face hub ({err}); give a local causal-LM folder, or a hub id that "
+                             f"from the Hugging Face hub ({reason}); give a local causal-LM folder, or a hub id that "
                              "is in the local cache when offline") from None
     template = _resolve_chat_template(tokenizer.chat_template, chat_template, language_model)
     tower = EupeVisionModel.from_eupe(eupe_model, eupe_weights, pretrained=eupe_pretrained,
                                       feature_layer=feature_layer, image_size=image_size)
-    lm = AutoModelForCausalLM.from_pretrained(language_model, gguf_file=gguf_file, dtype=dtype)
+    lm = AutoModelForCausalLM.from_pretrained(language_model, gguf_file=gguf_file, dtype=dtype,
+                                              local_files_only=offline)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -189,3 +189,24 @@ def test_a_language_model_path_that_is_no_lm_folder_is_refused_before_loading(tm
     with pytest.raises(VLMFolderError, match="other.gguf is missing"):
         build(tmp_path / "notes", gguf_file="other.gguf")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_language_model_offline_is_refused_at_once_without_the_hub_clients_retries(tmp_path, monkeypatch):
+    import time
+
+    import huggingface_hub
+
+    monkeypatch.setattr("eupe.vlm.build.hub_reachable", lambda: False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # an empty cache: nothing to fall back to
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+    def no_network(*args, **kwargs):
+        pytest.fail("went online although the hub cannot be reached")
+
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", no_network)
+    start = time.monotonic()
+    with pytest.raises(VLMFolderError, match="'someone/missing-lm' .*cannot be reached"):
+        build_vlm("eupe_vitt16", None, "someone/missing-lm", tmp_path / "out", eupe_pretrained=False,
+                  image_size=IMAGE_SIZE)
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "out").exists()
