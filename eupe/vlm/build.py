@@ -110,6 +110,10 @@ def build_vlm(
                                       feature_layer=feature_layer, image_size=image_size)
     lm = AutoModelForCausalLM.from_pretrained(language_model, gguf_file=gguf_file, dtype=dtype,
                                               local_files_only=offline)
+    if getattr(lm.config, "quantization_config", None) is not None and gguf_file:
+        # the GGUF weights are dequantised on load: saved with this, the folder would reload as a quantized
+        # model, which transformers.Trainer refuses to train (`eupe vlm train`)
+        del lm.config.quantization_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -151,6 +151,10 @@ def test_builds_from_the_smollm2_gguf(tmp_path):
     assert int((inputs["input_ids"] == result.model.config.image_token_id).sum()) == 16
     logits = result.model(**inputs).logits
     assert logits.shape[-1] == result.model.config.text_config.vocab_size and torch.isfinite(logits).all()
+    # the dequantised LM is saved as a plain one: a GGUF quantization_config would make the reload "quantized",
+    # which transformers.Trainer (eupe vlm train) refuses to fine-tune
+    assert "quantization_config" not in json.loads((result.path / "config.json").read_text())["text_config"]
+    assert not getattr(AutoModelForImageTextToText.from_pretrained(result.path), "is_quantized", False)
 
 
 @torch.no_grad()
