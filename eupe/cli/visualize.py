@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     records = list_images(args.images)[0][: args.max_images]
     device = resolve_device(args.device)
     backbone, autocast = backbone_from_args(args), autocast_for(args, device)
+    if args.size is not None and args.size < backbone.feature_stride:
+        raise ValueError(f"--size {args.size} is smaller than one token of {args.model} ({backbone.feature_stride} "
+                         f"pixels): give --size {backbone.feature_stride} or more")
     with locked_output_dir(args.output_dir, "eupe visualize") as out:
         if args.kind == "retrieval":
             gallery = list_images(args.gallery)[0]

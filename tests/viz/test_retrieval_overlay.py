@@ -143,6 +143,12 @@ def test_cli_pca_takes_several_paths(photos, tmp_path):
     assert written == ["000_a1_pca.png", "001_b0_pca.png", "002_b1_pca.png"]
 
 
+def test_cli_refuses_a_size_below_one_token(photos, tmp_path):
+    with pytest.raises(ValueError, match=r"--size 8 is smaller than one token of eupe_vitt16 \(16 pixels\)"):
+        _cli(["visualize", "pca", str(photos / "b"), "--output-dir", str(tmp_path / "pca"), "--size", "8", *BACKBONE])
+    assert not (tmp_path / "pca").exists()
+
+
 def test_retrieval_grid_shows_full_query_names(photos, tmp_path):
     from PIL import ImageDraw
 
