@@ -83,16 +83,27 @@ def prune_checkpoints(folder: str | Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
+class CheckpointError(ValueError):
+    """The output folder holds checkpoints, but none of them can be read."""
+
+
 def load_latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable checkpoint in ``folder`` (older ones are tried if it is damaged), or ``None``.
+    """The newest readable checkpoint in ``folder`` (older ones are tried if it is damaged), or ``None`` when it
+    holds none. When it holds some but none is readable, a :class:`CheckpointError`: starting over would silently
+    throw away the run they belong to (and pruning would delete them).
 
     Its tensors are memory-mapped: reading its settings first costs no memory, and they are read in when restored.
     """
+    damaged = []
     for path in list_checkpoints(folder):
         try:
             return path, torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         except Exception as err:  # a damaged file must not block resuming from the previous one
             logger.warning("Cannot read checkpoint %s (%s); trying an older one", path, err)
+            damaged.append(path.name)
+    if damaged:
+        raise CheckpointError(f"{folder} holds checkpoints but none can be read ({', '.join(damaged)}); restore a "
+                              "good copy to resume, or move them away (or use another output.dir) to start afresh")
     return None
 
 
