@@ -159,7 +159,7 @@ def read_textvqa(root: str | Path, split: str = "validation") -> list[BenchmarkI
         raise ValueError(f"TextVQA split must be one of {sorted(TEXTVQA_FILES)}, got {split!r}")
     question_file, image_dir = TEXTVQA_FILES[split]
     if (root / question_file).is_file() and (root / image_dir).is_dir():
-        data = json.loads((root / question_file).read_text(encoding="utf-8"))
+        data = _read_json(root / question_file)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise BenchmarkLayoutError(f"{root / question_file} is not a TextVQA question file: expected an object "
                                        'with a "data" list of questions')
@@ -205,9 +205,13 @@ def _read_pope_json(files: Sequence[Path], image_root: Path) -> list[BenchmarkIt
     items = []
     for path in files:
         split = path.stem.removeprefix("coco_pope_")
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
-                q = json.loads(line)
+                try:
+                    q = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise BenchmarkLayoutError(f"{path} line {number} is not a JSON record ({err}); POPE's files "
+                                               "hold one JSON object per line") from None
                 items.append(BenchmarkItem(q["question_id"], LazyImage(str(image_root / q["image"])),
                                            q["text"].strip() + SHORT_ANSWER, (q["label"],), {"split": split}))
     return items
@@ -220,7 +224,7 @@ def read_gqa(root: str | Path) -> list[BenchmarkItem]:
     questions = root / "testdev_balanced_questions.json"
     if questions.is_file() and (root / "images").is_dir():
         rows = [(dict(q, id=qid), LazyImage(str(root / "images" / f"{q['imageId']}.jpg")))
-                for qid, q in json.loads(questions.read_text(encoding="utf-8")).items()]
+                for qid, q in _read_json(questions).items()]
     else:
         expected = ("testdev_balanced_questions.json with images/ (the original release), or "
                     "testdev_balanced_instructions/ and testdev_balanced_images/ testdev-*.parquet (lmms-lab/GQA)")
@@ -287,7 +291,19 @@ def load_benchmark(name: str, root: str | Path, **options: Any) -> list[Benchmar
     """The items of benchmark ``name`` (a key of :data:`READERS`) from ``root``; ``options`` go to its reader."""
     if name not in READERS:
         raise ValueError(f"unknown benchmark {name!r}: expected one of {sorted(READERS)}")
-    return READERS[name](root, **options)
+    try:
+        return READERS[name](root, **options)
+    except KeyError as err:  # a record without a field the released files have
+        raise BenchmarkLayoutError(f"{name} under {root}: a record has no {err.args[0]!r} field; is this the "
+                                   f"benchmark's released file?") from None
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON document in ``path``; a file that is not JSON is a layout error naming it and the place."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BenchmarkLayoutError(f"{path} is not valid JSON ({err})") from None
 
 
 # ---------------------------------------------------------------------------------------------- scoring

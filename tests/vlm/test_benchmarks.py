@@ -107,6 +107,21 @@ def test_pope_original_json_lines_with_coco_images(tmp_path):
         read_pope(tmp_path, image_root=tmp_path / "elsewhere")
 
 
+def test_files_that_are_not_the_released_records_are_one_layout_error_naming_the_place(tmp_path):
+    png(tmp_path / "val2014" / "COCO_val2014_000000000001.jpg")
+    good = '{"question_id": 1, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a dog?", "label": "yes"}'
+    (tmp_path / "coco_pope_random.json").write_text(good + '\n{oops\n')
+    with pytest.raises(BenchmarkLayoutError, match=r"coco_pope_random\.json line 2 is not a JSON record"):
+        load_benchmark("pope", tmp_path)
+    (tmp_path / "coco_pope_random.json").write_text('{"question_id": 1, "image": "x.jpg"}\n')
+    with pytest.raises(BenchmarkLayoutError, match=r"a record has no 'text' field"):
+        load_benchmark("pope", tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "testdev_balanced_questions.json").write_text("{not json")
+    with pytest.raises(BenchmarkLayoutError, match=r"testdev_balanced_questions\.json is not valid JSON"):
+        load_benchmark("gqa", tmp_path)
+
+
 def test_pope_hub_parquet_default_and_full_configs(tmp_path):
     row = {"id": "0", "question_id": "1", "question": "Is there a cat?", "answer": "yes", "image_source": "x",
            "category": "popular", "image": cell()}
