@@ -7,6 +7,7 @@ to ``--output-dir``. Settings come from ``--config`` (YAML), then the flags belo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..benchmark import BACKENDS, BenchConfig, draw_chart, markdown_table, run_benchmark, write_csv
@@ -53,4 +54,8 @@ def run(args: argparse.Namespace) -> int:
     elif any(r.times_ms for r in results):
         print(f"bench.png not drawn: {install_hint('matplotlib')}")
     print("wrote " + ", ".join(map(str, written)))
-    return 0 if any(r.times_ms for r in results) else 1
+    if not any(r.times_ms for r in results):
+        reasons = sorted({f"{r.backend}: {r.error}" for r in results})
+        print(f"eupe bench: error: no backend ran ({'; '.join(reasons)})", file=sys.stderr)
+        return 1
+    return 0

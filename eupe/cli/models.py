@@ -29,6 +29,10 @@ def format_count(count: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern, pretrained=args.pretrained)
+    if not names:
+        which = "released model" if args.pretrained else "model"
+        raise ValueError(f"no {which} matches {args.pattern!r}; `eupe models` lists them all (patterns are "
+                         "shell-style, e.g. 'eupe_vit*')")
     print(f"{'model':22s} {'parameters':>10s}  {'description':72s} released weights")
     for name in names:
         entry = get_model_entry(name)

@@ -23,6 +23,17 @@ def test_bench_writes_table_csv_and_chart(tmp_path, capsys):
     assert saved["depth"] == 1 and saved["models"] == ["eupe_vitt16", "eupe_vits16"]
 
 
+def test_when_no_backend_runs_the_table_explains_and_one_error_line_says_so(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = cli.main(["bench", "--models", "eupe_vitt16", "--sizes", "32", "--batch-sizes", "1", "--backends", "cuda",
+                     "--output-dir", str(tmp_path), "--set", "depth=1"])
+    captured = capsys.readouterr()
+    assert code == 1 and "no CUDA device" in captured.out
+    assert "eupe bench: error: no backend ran (cuda: no CUDA device)" in captured.err
+
+
 def test_bench_rejects_unknown_keys(tmp_path, capsys):
     assert cli.main(["bench", "--output-dir", str(tmp_path), "--set", "speed=fast"]) == 2
     assert "unknown key" in capsys.readouterr().err

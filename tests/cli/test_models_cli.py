@@ -18,3 +18,8 @@ def test_models_prints_exact_parameter_counts(capsys):
     exact = sum(p.numel() for p in eupe.create_model("eupe_vitt16").parameters())
     assert format_count(exact) in row.split() and format_count(exact) == "5.49M"
     assert format_count(1_890_000_000) == "1.89B"
+
+
+def test_a_pattern_that_matches_nothing_is_an_error_not_an_empty_table(capsys):
+    assert main(["models", "zzz*"]) == 2
+    assert "eupe models: error: no model matches 'zzz*'" in capsys.readouterr().err
