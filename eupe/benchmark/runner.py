@@ -112,12 +112,24 @@ def run_benchmark(cfg: BenchConfig, models: dict[str, nn.Module] | None = None) 
     with scratch_dir() as tmp:
         for name in (list(models) if models else cfg.models):
             model = models[name] if models else build_model(name, cfg)
+            _check_sizes(name, model, cfg.sizes)
             ctx = BuildContext(name, Path(tmp), cfg.threads, cfg.onnx_exporter)
             for size in cfg.sizes:
                 gflops = gflops_per_image(model, size)
                 for batch in cfg.batch_sizes:
                     results.extend(_bench_shape(model, ctx, cfg, size, batch, gflops))
     return results
+
+
+def _check_sizes(name: str, model: nn.Module, sizes: list[int]) -> None:
+    """Refuses a size the model would crop (pixels past the last full token are dropped): the table would name a
+    size that was not measured."""
+    stride = getattr(model, "feature_stride", 1)
+    odd = [s for s in sizes if s % stride]
+    if odd:
+        fixes = ", ".join(f"{s} -> {max(stride, s - s % stride)} or {s - s % stride + stride}" for s in odd)
+        raise ValueError(f"sizes {odd} are not multiples of {name}'s token stride {stride}: it would drop the pixels "
+                         f"past the last full token and measure a smaller input; use {fixes}")
 
 
 def _bench_shape(model: nn.Module, ctx: BuildContext, cfg: BenchConfig, size: int, batch: int,

@@ -80,6 +80,9 @@ def test_invalid_config():
         run_benchmark(BenchConfig(rounds=0))
     with pytest.raises(ValueError, match=r"threads \(-2\) and depth \(0\) must be >= 0"):
         run_benchmark(BenchConfig(threads=-2))
+    with pytest.raises(ValueError, match=r"sizes \[33\] are not multiples of eupe_vitt16's token stride 16.*"
+                                         r"33 -> 32 or 48"):
+        run_benchmark(BenchConfig(models=["eupe_vitt16"], sizes=[32, 33], depth=1))
 
 
 def test_optional_backends_explain_themselves(monkeypatch):
