@@ -420,7 +420,6 @@ def build_models(cfg: VLMDemoConfig, weights: str, data: DemoPictures, images: P
     built.model.save_pretrained(folders["random"])
     built.processor.save_pretrained(folders["random"])
     for folder in folders.values():
-        _drop_gguf_quantization(folder)
         check_vlm_folder(folder)
     return folders, probes
 
@@ -463,16 +462,6 @@ def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any
     ci = bootstrap_ci(correct, resamples=cfg.ci_resamples, seed=cfg.seed)
     return {"top1": ci.estimate, "ci95": _interval(ci), "feature_set": probe.feature_set,
             "learning_rate": probe.learning_rate, "chance": 1 / len(topics)}
-
-
-def _drop_gguf_quantization(folder: Path) -> None:
-    """Removes the GGUF ``quantization_config`` that ``build_vlm`` copies from a GGUF LM's config into the folder's
-    ``text_config``: the saved weights are dequantised fp32, but with it transformers reloads the model as a
-    quantized one, which ``Trainer`` refuses to fine-tune."""
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    if config.get("text_config", {}).pop("quantization_config", None) is not None:
-        atomic_write_json(path, config)
 
 
 def train(cfg: VLMDemoConfig, start: Path, stages: Sequence[tuple[VLMTrainConfig, Path]], images: Path,
