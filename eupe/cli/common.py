@@ -57,12 +57,14 @@ class HelpParser(argparse.ArgumentParser):
 
 def add_backbone_args(parser: argparse.ArgumentParser, *, default_model: str = "eupe_vits16") -> None:
     group = parser.add_argument_group("backbone")
-    group.add_argument("--model", default=default_model, help="registered model name (see `eupe models`)")
+    group.add_argument("--model", default=default_model,
+                       help="registered model name (see `eupe models`; default: %(default)s)")
     group.add_argument(
         "--weights",
         default=None,
         help="checkpoint: local .pt/.pth/.safetensors, file:// or https:// URL, or hf://org/repo[/file]; "
-        "'random' for an untrained model (default: the released weights)",
+        "'random' for an untrained model (default: the model's released weights from the Hugging Face hub, "
+        "listed by `eupe models --pretrained`; offline, give a local file or 'random')",
     )
     group.add_argument("--seed", type=int, default=0,
                        help="seed of the initialisation with --weights random (default: %(default)s)")

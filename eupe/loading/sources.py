@@ -83,7 +83,8 @@ def _resolve_hf(spec: str, default_filename: str | None) -> Path:
     except Exception:
         raise FileNotFoundError(
             f"Could not fetch {filename} from the Hugging Face repo {repo_id} ({reason}) and no cached copy exists. "
-            "Download it elsewhere and pass its local path."
+            "Download it elsewhere and pass its local path (--weights PATH on the command line, weights=PATH in "
+            "Python), or use --weights random for an untrained model."
         ) from None
 
 

@@ -87,6 +87,16 @@ def test_help_explains_a_default_that_depends_on_the_machine(monkeypatch):
     assert "loading processes (default: 3, the CPUs this process may use, at most 8)" in text
 
 
+def test_backbone_help_names_the_default_model_and_where_its_weights_come_from():
+    from eupe.cli.common import add_backbone_args
+
+    parser = argparse.ArgumentParser()
+    add_backbone_args(parser)
+    text = " ".join(parser.format_help().split())
+    assert "default: eupe_vits16" in text
+    assert "default: the model's released weights from the Hugging Face hub" in text and "offline" in text
+
+
 def test_separated_list_flags(capsys):
     parser = argparse.ArgumentParser()
     add_config_flags(parser, Inner, {"ks": ConfigFlag("the ks", separator=",")})

@@ -176,6 +176,7 @@ def test_hf_weights_without_a_network_fail_fast(monkeypatch, network):
     assert time.perf_counter() - start < 2
     assert calls == [True]  # the cache only: no download attempt that would retry
     assert "huggingface.co cannot be reached" in str(err.value) and "no cached copy" in str(err.value)
+    assert "--weights PATH" in str(err.value) and "--weights random" in str(err.value)
 
 
 def test_hf_weights_without_a_network_come_from_the_cache(tmp_path, monkeypatch, states):
