@@ -86,8 +86,8 @@ def export_model(
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
                           "eupe.models.int8.quantize_int8.")
     output = Path(output)
-    _require_space(model, output if fmt == "hf" else output.parent)
-    with _writing(output, folder=fmt == "hf"):
+    with _writing(output, folder=fmt == "hf"):  # first: an output that cannot be written at all says so
+        _require_space(model, output if fmt == "hf" else output.parent)
         result = ExportResult(fmt, [output])
         common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
         if fmt == "onnx":
