@@ -86,8 +86,9 @@ def export_model(
         raise ExportError(f"--int8 applies to --format onnx only (got {fmt}); for PyTorch int8 use "
                           "eupe.models.int8.quantize_int8.")
     output = Path(output)
-    with _writing(output, folder=fmt == "hf"):  # first: an output that cannot be written at all says so
-        _require_space(model, output if fmt == "hf" else output.parent)
+    _require_writable(output, folder=fmt == "hf")  # first: an output that cannot be written at all says so
+    _require_space(model, output if fmt == "hf" else output.parent)
+    with _writing(output, folder=fmt == "hf"):
         result = ExportResult(fmt, [output])
         common = dict(size=size, storage_tokens=storage_tokens, verify=verify)
         if fmt == "onnx":
@@ -134,12 +135,30 @@ def export_model(
     return result
 
 
+def _nearest_existing(where: Path) -> Path:
+    return next(p for p in (where, *where.parents) if p.exists())
+
+
+def _require_writable(output: Path, *, folder: bool) -> None:
+    """Refuses, creating nothing, an output of the wrong kind (a file where a ``folder`` is due, or the reverse)
+    or whose folder (or its nearest existing parent) cannot be written."""
+    if folder and output.exists() and not output.is_dir():
+        raise ExportError(f"output {output} is a file, but this format writes a folder: give a folder path")
+    if not folder and output.is_dir():
+        raise ExportError(f"output {output} is a folder, but this format writes a file: give a file path")
+    where = output if folder else output.parent
+    try:
+        tempfile.TemporaryFile(dir=_nearest_existing(where)).close()
+    except OSError as err:
+        raise ExportError(f"Cannot write output {output}: {err.strerror or err} ({err.filename or where}); "
+                          "choose a writable location") from None
+
+
 def _require_space(model: nn.Module, where: Path) -> None:
     """Refuses an export whose weights alone do not fit in the free space at ``where``, before exporting: some
     writers (TorchScript's) abort the whole process on a full disk instead of raising an error."""
     needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    existing = next(p for p in (where, *where.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
+    free = shutil.disk_usage(_nearest_existing(where)).free
     if free < needed:
         raise OutputDirError(f"no space left on device for the export to {where}: the weights alone need "
                              f"{needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free; free some space or "
@@ -148,19 +167,15 @@ def _require_space(model: nn.Module, where: Path) -> None:
 
 @contextlib.contextmanager
 def _writing(output: Path, *, folder: bool) -> Iterator[None]:
-    """Checks up front that ``output`` (a file, or a ``folder``) can be written, then turns a write failure of
+    """Creates ``output``'s folder (checked by :func:`_require_writable` first), then turns a write failure of
     the block (full disk, denied) into one error naming the folder. An output folder is locked for the block (a
     second export into it is refused) and cleared of the partial files of a killed export."""
     if folder:
-        if output.exists() and not output.is_dir():
-            raise ExportError(f"output {output} is a file, but this format writes a folder: give a folder path")
         with locked_output_dir(output, "eupe export"):
             remove_stale_temporaries(output)
             yield
         return
     where = output.parent
-    if output.is_dir():
-        raise ExportError(f"output {output} is a folder, but this format writes a file: give a file path")
     try:
         where.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=where).close()
