@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..config import load_config, parse_overrides
+from ..config import load_config, parse_overrides, shipped_configs, to_dict
 from ..extract.provenance import backbone_identity
 from ..loading import load
 from ..loading.sources import resolve_weights, split_key
@@ -85,6 +85,27 @@ def add_config_args(parser: argparse.ArgumentParser, example: str | None = None)
     shown = f", e.g. --set {example}" if example else ""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override one setting{shown} (repeatable)")
+
+
+def add_shipped_config_args(parser: argparse.ArgumentParser, group: str, example: str,
+                            default: str | None = None) -> None:
+    """``--config`` (a shipped config of ``group`` or a YAML path; required unless ``default``), repeatable
+    ``--set KEY=VALUE`` (into ``args.overrides``) and ``--print-config``: the commands run from named configs."""
+    names = ", ".join(shipped_configs(group))
+    parser.add_argument("--config", default=default, required=default is None,
+                        help=f"a shipped config ({names}) or a YAML path"
+                             + (" (default: %(default)s)" if default else ""))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {example} (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def print_config(cfg: Any) -> int:
+    """Prints a resolved config dataclass as YAML (what ``--print-config`` shows); returns the exit code 0."""
+    import yaml
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return 0
 
 
 @dataclasses.dataclass(frozen=True)

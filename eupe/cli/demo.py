@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import shipped_configs
+from .common import add_shipped_config_args, print_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the CPU distillation demo (3 stages + k-NN table)",
                                    description=__doc__)
-    parser.add_argument("--config", default="distill",
-                        help=f"a shipped demo config ({', '.join(shipped_configs('demo'))}) or a YAML path "
-                             "(default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value, e.g. --set stage1.train.iterations=50 --set output_dir=runs/d")
+    add_shipped_config_args(parser, "demo", "stage1.train.iterations=50 --set output_dir=runs/d", default="distill")
     parser.add_argument("--curve", metavar="N1,N2,...", type=_iterations, default=None,
                         help="instead of one run, one per stage-1 budget (e.g. 75,150,300,600): proxy and student "
                              "k-NN against stage-1 compute, written as curve.json and curve.png")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run)
 
 
@@ -36,15 +31,11 @@ def _iterations(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import yaml
-
-    from ..config import to_dict
     from ..demo.distill import format_table, load_demo_config, run_demo
 
     cfg = load_demo_config(args.config, args.overrides)
     if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
+        return print_config(cfg)
     if args.curve:
         from ..demo.curve import run_compute_curve
 

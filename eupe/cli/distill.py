@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import shipped_configs
+from .common import add_shipped_config_args, print_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,26 +15,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "--set resume.allow_changes=true resumes with other ones and records them in config_changes.jsonl "
                "(logging, checkpoint frequency, data.workers and the folders may always change). One run at a "
                "time writes into an output.dir. The CPU demo of all three stages is `eupe demo`.")
-    parser.add_argument("--config", required=True,
-                        help=f"a shipped config ({', '.join(shipped_configs('distill'))}) or a YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.lr=1e-4 --set output.dir=runs/s2 (repeatable)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_shipped_config_args(parser, "distill", "train.lr=1e-4 --set output.dir=runs/s2")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from ..config import to_dict
     from ..distill.config import load_distill_config
     from ..distill.distributed import shutdown_distributed
     from ..distill.trainer import distill
 
     cfg = load_distill_config(args.config, args.overrides)
     if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
+        return print_config(cfg)
     try:
         result = distill(cfg)
     finally:

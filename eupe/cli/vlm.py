@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import shipped_configs
-
-
-def _add_config_args(parser: argparse.ArgumentParser, group: str, example: str) -> None:
-    parser.add_argument("--config", required=True,
-                        help=f"a shipped config ({', '.join(shipped_configs(group))}) or a YAML path")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override a config value, e.g. --set {example} (repeatable)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+from .common import add_shipped_config_args, print_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="stage (a) projector or (b) projector + LLM on transformers.Trainer",
                                 epilog="Under torchrun the run is distributed as any Trainer run; a rerun with the "
                                        "same output_dir resumes.")
-    _add_config_args(train, "vlm", "data=llava_v1_5_mix665k.json")
+    add_shipped_config_args(train, "vlm", "data=llava_v1_5_mix665k.json")
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser("eval", help="answer a benchmark's questions and score them as lmms-eval does",
@@ -58,23 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     demo = commands.add_parser("demo", help="a real small VLM run on this machine: trained EUPE tower vs random tower "
                                             "vs the LM alone, POPE F1 and VQA accuracy on held-out pictures")
-    demo.add_argument("--config", default="vlm", help="a shipped demo config or a YAML path (default: %(default)s)")
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a value, e.g. --set student_weights=runs/demo/stage3/student.pt (repeatable)")
-    demo.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_shipped_config_args(demo, "demo", "student_weights=runs/demo/stage3/student.pt", default="vlm")
     demo.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..config import to_dict
     from ..demo.vlm import format_vlm_table, load_vlm_demo_config, run_vlm_demo
 
     cfg = load_vlm_demo_config(args.config, args.overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
+        return print_config(cfg)
     print(format_vlm_table(run_vlm_demo(cfg)))
     return 0
 
@@ -105,14 +90,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..config import to_dict
     from ..vlm.train import load_train_config, train_stage
 
     cfg = load_train_config(args.config, args.overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
+        return print_config(cfg)
     print(f"trained VLM: {train_stage(cfg)}")
     return 0
