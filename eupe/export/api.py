@@ -150,8 +150,12 @@ def _require_writable(output: Path, *, folder: bool) -> None:
     try:
         tempfile.TemporaryFile(dir=_nearest_existing(where)).close()
     except OSError as err:
-        raise ExportError(f"Cannot write output {output}: {err.strerror or err} ({err.filename or where}); "
-                          "choose a writable location") from None
+        raise _cannot_write(output, where, err) from None
+
+
+def _cannot_write(output: Path, where: Path, err: OSError) -> ExportError:
+    return ExportError(f"Cannot write output {output}: {err.strerror or err} ({err.filename or where}); "
+                       "choose a writable location")
 
 
 def _require_space(model: nn.Module, where: Path) -> None:
@@ -178,10 +182,8 @@ def _writing(output: Path, *, folder: bool) -> Iterator[None]:
     where = output.parent
     try:
         where.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=where).close()
     except OSError as err:
-        raise ExportError(f"Cannot write output {output}: {err.strerror or err} ({err.filename or where}); "
-                          "choose a writable location") from None
+        raise _cannot_write(output, where, err) from None
     try:
         yield
     except Exception as err:
