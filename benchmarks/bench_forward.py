@@ -6,6 +6,7 @@ several rounds.
     python benchmarks/bench_forward.py --reference-repo PATH/TO/facebookresearch/EUPE   # adds the reference column
     python benchmarks/bench_forward.py --device cuda --amp bf16 --batch 128 --rounds 20  # a GPU
     python benchmarks/bench_forward.py --compile   # adds this package under torch.compile (weights frozen)
+    python benchmarks/bench_forward.py --transformers --amp bf16   # adds transformers' DINOv3ViTModel, bf16
     python benchmarks/bench_forward.py --reference-repo PATH --isolated   # each timing in a fresh process
 
 In one process the implementations share the memory allocator: buffers one of them frees serve the next one's
@@ -14,7 +15,8 @@ in its own new process per round (shuffled order), as a user runs one model, and
 
 The naive baseline recomputes RoPE in every block, applies it by slicing and concatenating, writes attention as
 ``softmax(q k^T / sqrt(d)) v`` and LayerScale as a separate multiply. It shares the weights, and its outputs are
-checked against ours before timing.
+checked against ours before timing. ``--transformers`` adds the model as a transformers user runs it: this package's
+Hugging Face export (``eupe.export.hf.save_hf``) loaded with ``DINOv3ViTModel.from_pretrained`` (SDPA attention).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -116,6 +119,21 @@ def build_inputs(args: argparse.Namespace, device: torch.device) -> tuple[Vision
 
 
 COMPILED = "eupe, torch.compile (frozen weights)"
+TRANSFORMERS = "transformers DINOv3ViTModel"
+
+
+def load_transformers_model(model: VisionTransformer) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` exported to a Hugging Face folder and loaded back with transformers; returns its patch tokens."""
+    from transformers import DINOv3ViTModel
+
+    from eupe.export.hf import save_hf
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_hf(model, folder)
+        hf_model = DINOv3ViTModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    hf_model.to(next(model.parameters()).device)
+    first_patch = 1 + model.n_storage_tokens
+    return lambda x: hf_model(pixel_values=x).last_hidden_state[:, first_patch:]
 
 
 def implementation(args: argparse.Namespace, model: VisionTransformer, x: torch.Tensor,
@@ -128,6 +146,9 @@ def implementation(args: argparse.Namespace, model: VisionTransformer, x: torch.
     if name == "reference":
         reference = load_reference_model(args.reference_repo, args.model, model.state_dict()).to(x.device)
         return lambda: reference.forward_features(x)
+    if name == TRANSFORMERS:
+        hf_forward = load_transformers_model(model)
+        return lambda: hf_forward(x)
     if name == COMPILED:
         compiled = torch.compile(model.forward_features, dynamic=False, options={"freezing": True})
         return lambda: compiled(x)
@@ -179,6 +200,8 @@ def main() -> None:
     parser.add_argument("--amp", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast for every column")
     parser.add_argument("--compile", action="store_true",
                         help="add a column: this package under torch.compile with inductor's weight freezing")
+    parser.add_argument("--transformers", action="store_true",
+                        help="add a column: transformers' DINOv3ViTModel loaded from this package's HF export")
     parser.add_argument("--isolated", action="store_true",
                         help="time every implementation in a new process per round (no shared allocator state)")
     parser.add_argument("--iterations", type=int, default=5, help="--isolated: timed calls per process")
@@ -187,7 +210,8 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = ["naive", "eupe"] + (["reference"] if args.reference_repo else []) + ([COMPILED] if args.compile else [])
+    names = (["naive", "eupe"] + (["reference"] if args.reference_repo else [])
+             + ([TRANSFORMERS] if args.transformers else []) + ([COMPILED] if args.compile else []))
     model, x = build_inputs(args, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
     with torch.inference_mode(), autocast:
@@ -202,20 +226,21 @@ def main() -> None:
             times = time_isolated(args, names)
         else:
             times = time_rounds(fns, args.rounds, args.warmup, device)
-    baseline = "reference" if "reference" in times else "naive"
+    baselines = [name for name in ("reference", TRANSFORMERS) if name in times] or ["naive"]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     how = (f"each in a new process per round ({args.iterations} timed calls, median)" if args.isolated
            else "interleaved in one process")
     print(f"\n{args.model}, batch {args.batch}, {args.size}x{args.size}, {args.amp}, {where}, "
           f"median of {args.rounds} rounds, {how}\n")
-    print(f"| implementation | img/s | ms/batch (median) | spread (min-max ms) | vs {baseline} |")
-    print("|---|---|---|---|---|")
+    print("| implementation | img/s | ms/batch (median) | spread (min-max ms) | "
+          + " | ".join(f"vs {name}" for name in baselines) + " |")
+    print("|---|---|---|---|" + "---|" * len(baselines))
     for name, ts in times.items():
         med = statistics.median(ts)
         # Paired per-round ratios: robust to the machine's speed drifting during the run.
-        ratio = statistics.median(b / t for b, t in zip(times[baseline], ts))
-        print(f"| {name} | {args.batch / med:.1f} | {med * 1e3:.0f} | {min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f} "
-              f"| {ratio:.2f}x |")
+        ratios = [statistics.median(b / t for b, t in zip(times[base], ts)) for base in baselines]
+        print(f"| {name} | {args.batch / med:.1f} | {med * 1e3:.0f} | {min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f} | "
+              + " | ".join(f"{ratio:.2f}x" for ratio in ratios) + " |")
 
 
 if __name__ == "__main__":

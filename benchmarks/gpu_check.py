@@ -13,7 +13,8 @@ Sections (``--sections`` picks some):
   proxy shape and a random ViT-L teacher, a few steps at the paper's scales: step time and peak memory.
 * ``stage2``: the stage-2 config (ViT-B student, random 1.9B proxy teacher, batch 128 at 256 from JPEG files),
   with and without data worker processes: step time and peak memory.
-* ``forward``: ``bench_forward.py`` on CUDA (this package vs the naive baseline and the reference code).
+* ``forward``: ``bench_forward.py`` on CUDA (this package vs the naive baseline, the reference code and
+  transformers' ``DINOv3ViTModel``).
 * ``bench``: ``eupe bench`` with the CUDA backends (fp32, bf16, compiled bf16).
 """
 
@@ -142,7 +143,7 @@ def check_forward(reference: Path | None, env: dict[str, str], timeout: float) -
             ["--model", "eupe_vits16", "--amp", "fp32", "--batch", "64"]]
     for args in runs:
         command = [sys.executable, str(REPO / "benchmarks" / "bench_forward.py"), "--device", "cuda", "--size", "256",
-                   "--rounds", "20", "--warmup", "3", *args]
+                   "--rounds", "20", "--warmup", "3", "--transformers", *args]
         if reference:
             command += ["--reference-repo", str(reference)]
         subprocess.run(command, check=True, cwd=REPO, env=env, timeout=timeout / len(runs))
