@@ -3,6 +3,10 @@ registry where lmms-eval is installed."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -120,3 +124,61 @@ def test_the_lmms_eval_model_class(vlm):
     with pytest.raises(ValueError, match="amp='fp16' is not one of"):
         cls(pretrained=str(path), amp="fp16")
 
+
+
+def test_a_real_lmms_eval_run_gives_the_replies_and_scores_of_eupe_vlm_eval(vlm, tmp_path):
+    """``lmms-eval --model eupe_llava`` on lmms-eval's own POPE task (its YAML and utils, only the data read from a
+    local parquet file instead of the hub) answers every question as ``eupe vlm eval`` does, and lmms-eval's POPE
+    metrics equal ours."""
+    pytest.importorskip("lmms_eval.api.model", reason="lmms-eval is not installed")
+    datasets = pytest.importorskip("datasets", reason="lmms-eval reads tasks with datasets")
+    from importlib.resources import files
+
+    from eupe.vlm.evaluate import VLMEvalConfig, run_vlm_eval
+
+    path = vlm[0]
+    colours = [(255, 0, 0), (0, 0, 255), (0, 160, 0)]
+    rows = [{"question_id": str(i), "question": f"Is there a {obj} in the image?", "answer": answer,
+             "image_source": f"picture{i % 3}", "category": split,
+             "image": Image.new("RGB", (20, 14), colours[i % 3])}
+            for i, (obj, answer, split) in enumerate([("cat", "yes", "random"), ("dog", "no", "random"),
+                                                       ("mat", "yes", "popular"), ("park", "no", "adversarial")])]
+    features = datasets.Features({key: datasets.Value("string") for key in rows[0] if key != "image"}
+                                 | {"image": datasets.Image()})
+    data = tmp_path / "pope"
+    data.mkdir()
+    parquet = data / "test-00000-of-00001.parquet"
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(parquet))
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    shipped = (files("lmms_eval.tasks") / "pope" / "pope.yaml").read_text()
+    head, rest = shipped.split('task: "pope"', 1)
+    assert head.startswith("dataset_path:")  # the only lines replaced: where the data comes from, the task name
+    (tasks / "pope_local.yaml").write_text(
+        f"dataset_path: parquet\ndataset_kwargs:\n  data_files:\n    test: {parquet}\ntask: pope_local{rest}")
+    (tasks / "utils.py").write_text("from lmms_eval.tasks.pope.utils import *  # noqa: F401,F403\n")
+
+    out = tmp_path / "lmms_out"
+    run = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "eupe_llava", "--model_args",
+                          f"pretrained={path},device=cpu,amp=fp32", "--tasks", "pope_local", "--include_path",
+                          str(tasks), "--batch_size", "2", "--output_path", str(out), "--log_samples"],
+                         capture_output=True, text=True, env=dict(os.environ, HF_DATASETS_OFFLINE="1",
+                                                                 HF_HUB_OFFLINE="1"), timeout=600)
+    log = run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == 0, log
+    results_files = list(out.rglob("*_results.json"))  # lmms-eval exits 0 after an error too: no results then
+    assert len(results_files) == 1, log
+    (results_file,) = results_files
+    (samples_file,) = out.rglob("*_samples_pope_local.jsonl")
+    lmms_metrics = json.loads(results_file.read_text())["results"]["pope_local"]
+    lmms_replies = {s["doc_id"]: s["filtered_resps"] for s in map(json.loads, samples_file.read_text().splitlines())}
+
+    ours = run_vlm_eval(VLMEvalConfig(model=str(path), benchmark="pope", data_root=str(data), device="cpu",
+                                      amp="fp32", batch_size=2), tmp_path / "ours")
+    our_replies = {p["index"]: p["reply"] for p in
+                   map(json.loads, (tmp_path / "ours" / "predictions.jsonl").read_text().splitlines())}
+    assert lmms_replies == our_replies and len(our_replies) == 4
+    for metric in ("accuracy", "precision", "recall", "f1"):
+        assert lmms_metrics[f"pope_{'f1_score' if metric == 'f1' else metric},none"] == pytest.approx(
+            ours["metrics"][f"all/{metric}"])

@@ -126,6 +126,21 @@ def test_pope_per_split_and_pooled():
     assert result["all"].f1 == pytest.approx(0.8)               # TP 2, FP 1: p 2/3, r 1 -> (4/3) / (5/3)
 
 
+def test_pope_equals_lmms_evals_own_pope_functions():
+    """Where lmms-eval is installed: its POPE task's process_results and aggregations give our numbers."""
+    utils = pytest.importorskip("lmms_eval.tasks.pope.utils", reason="lmms-eval is not installed")
+    labels = ["yes", "yes", "yes", "no", "no", "no", "yes", "no"]
+    replies = ["Yes", "yes.", "no", "yes", "No", "maybe", " YES ", "no\n"]
+    docs = [{"question_id": str(i), "answer": label} for i, label in enumerate(labels)]
+    results = [utils.pope_process_results(doc, [reply]) for doc, reply in zip(docs, replies)]
+    ours = pope_scores(replies, labels)
+    for metric, aggregate in [("accuracy", utils.pope_aggregate_accuracy), ("precision", utils.pope_aggregate_precision),
+                              ("recall", utils.pope_aggregate_recall), ("f1_score", utils.pope_aggregate_f1_score),
+                              ("yes_ratio", utils.pope_aggregate_yes_ratio)]:
+        theirs = aggregate([r[f"pope_{metric}"] for r in results])
+        assert theirs == pytest.approx(getattr(ours, "f1" if metric == "f1_score" else metric)), metric
+
+
 # ---------------------------------------------------------------------------------------------- MME
 
 
