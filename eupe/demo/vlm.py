@@ -336,22 +336,19 @@ def caption(cfg: VLMDemoConfig, p: Picture) -> str:
 
 
 def training_records(cfg: VLMDemoConfig, data: DemoPictures) -> dict[str, list[dict[str, Any]]]:
-    """LLaVA-format records: ``stage_a`` (image -> caption), ``stage_b`` (one conversation per picture: a POPE
-    question, "yes" (its topic) and "no" (another topic, the negative's split cycling) alternating over pictures,
-    and "What is shown?", in random order: the evaluation asks each kind as a first turn) and ``stage_b_text``
-    (the same conversations without the image, for the blind LM)."""
+    """LLaVA-format records: ``stage_a`` (image -> caption), ``stage_b`` (one conversation per picture, three rounds
+    in random order: the POPE question of its own topic -> "yes", of another topic -> "no" (the negative's split
+    cycling over pictures), and "What is shown?" -> the topic; the evaluation asks each kind as a first turn) and
+    ``stage_b_text`` (the same conversations without the image, for the blind LM). Both POPE answers about one
+    picture: only the image tells them apart, so no answer prior can fit them."""
     rng = random.Random(cfg.seed + 1)
     records: dict[str, list[dict[str, Any]]] = {"stage_a": [], "stage_b": [], "stage_b_text": []}
     for i, p in enumerate(data.train):
         pid = f"{p.topic}/{Path(p.image).stem}"
         records["stage_a"].append({"id": pid, "image": p.image, "conversations": [
             {"from": "human", "value": "<image>"}, {"from": "gpt", "value": caption(cfg, p)}]})
-        if i % 2:
-            split = SPLITS[(i // 2) % len(SPLITS)]
-            pope = (pope_text(cfg, negatives(data, p.topic, split, cfg.negative_pool, rng)), "no")
-        else:
-            pope = (pope_text(cfg, p.topic), "yes")
-        pairs = [pope, (cfg.vqa_question, p.topic)]
+        negative = negatives(data, p.topic, SPLITS[i % len(SPLITS)], cfg.negative_pool, rng)
+        pairs = [(pope_text(cfg, p.topic), "yes"), (pope_text(cfg, negative), "no"), (cfg.vqa_question, p.topic)]
         rng.shuffle(pairs)
         turns = [t for q, a in pairs for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
         records["stage_b_text"].append({"id": pid, "conversations": turns})
@@ -608,7 +605,7 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
         _write_predictions(out / name / "predictions.jsonl", questions, replies[name])
         models[name] = {"name": MODELS[name], "folder": str(folder), "tower_probe": probes.get(name),
                         **score(cfg, questions, replies[name]),
-                        "training": [{k: s[k] for k in ("stage", "steps", "final_loss")} for s in summaries]}
+                        "training": [{k: s[k] for k in ("stage", "steps", "mean_loss")} for s in summaries]}
         laps(f"evaluate {name}")
 
     comparisons = compare(cfg, questions, replies, models)

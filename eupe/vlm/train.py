@@ -189,6 +189,7 @@ def train_stage(cfg: VLMTrainConfig) -> Path:
         logger.warning("vlm train: %s", report.summary())
     atomic_write_json(out / "train_summary.json", {
         "stage": cfg.stage, "trainable": trainable, "steps": trainer.state.global_step,
-        "final_loss": next((r["train_loss"] for r in reversed(trainer.state.log_history) if "train_loss" in r), None),
+        # the Trainer's train_loss: the mean training loss over the run's steps, not the last one
+        "mean_loss": next((r["train_loss"] for r in reversed(trainer.state.log_history) if "train_loss" in r), None),
         "skipped": report.counts(), "config": to_dict(cfg)})
     return out

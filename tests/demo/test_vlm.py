@@ -24,8 +24,11 @@ from eupe.demo.vlm import (  # noqa: E402
     format_vlm_table,
     list_pictures,
     load_vlm_demo_config,
+    pope_text,
+    prepare_pictures,
     run_vlm_demo,
     split_pictures,
+    training_records,
 )
 from eupe.models import create_model  # noqa: E402
 from eupe.utils.optional import available  # noqa: E402
@@ -132,6 +135,25 @@ def test_held_out_pictures_never_share_a_name_group_with_training_ones(tmp_path,
     assert len(train) + len(held) == 12 and 0 < len(held) <= 3
     assert not {p.group for p in train} & {p.group for p in held}
     assert len({p.group for p in held}) == 1  # the pair of a drawing and its _bw copy
+
+
+def test_each_training_conversation_asks_both_pope_answers_about_its_picture(tmp_path, clipart):
+    cfg = _config(clipart, tmp_path / "out")
+    data = prepare_pictures(cfg, tmp_path / "images")
+    records = training_records(cfg, data)
+
+    assert len(records["stage_b"]) == len(records["stage_b_text"]) == len(records["stage_a"]) == len(data.train)
+    for picture, with_image, text in zip(data.train, records["stage_b"], records["stage_b_text"]):
+        turns = with_image["conversations"]
+        assert with_image["image"] == picture.image and turns[0]["value"].startswith("<image>\n")
+        assert [t["value"] for t in text["conversations"]] == [turns[0]["value"].removeprefix("<image>\n")] + [
+            t["value"] for t in turns[1:]]  # the blind LM's conversation is the same without the picture
+        answers = {q["value"].removeprefix("<image>\n"): a["value"] for q, a in zip(turns[::2], turns[1::2])}
+        assert answers[cfg.vqa_question] == picture.topic
+        assert answers[pope_text(cfg, picture.topic)] == "yes"
+        (negative,) = [q for q, a in answers.items() if a == "no"]
+        assert negative != pope_text(cfg, picture.topic) and len(answers) == 3
+    assert len({r["conversations"][0]["value"] for r in records["stage_b_text"]}) > 1  # rounds in random order
 
 
 def test_without_student_weights_the_distillation_demo_runs_first_with_the_shortened_settings(tmp_path, monkeypatch):

@@ -237,6 +237,8 @@ def test_stage_b_from_the_tower_cache_trains_as_without_it(initial, data, runs_w
     plain = _parts(train_stage(_config("b", initial, data, tmp_path / "plain", amp="fp32")))
     cached = _parts(train_stage(_config("b", initial, data, tmp_path / "cached", amp="fp32", tower_cache=cache)))
     assert _changed(_parts(initial), cached) == {"projector", "lm"}
+    # The cache's features come from other batches than the run's (last-bit differences), and Adam divides each
+    # gradient by its own size, so a weight may differ by ~1e-6; the steps (lr 1e-2) move weights ~1e-2.
     for part in ("projector", "lm"):
         for name, value in plain[part].items():
-            torch.testing.assert_close(cached[part][name], value, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(cached[part][name], value, rtol=1e-5, atol=1e-5)
