@@ -2,8 +2,9 @@
 
 Every command's settings are a (possibly nested) dataclass. ``load_config(MyConfig, "run.yaml", ["a.b=3"])``
 reads the YAML, applies dotted overrides (values parsed as YAML scalars, so ``3``, ``1e-4``, ``true``, ``[1,2]``
-work; ``list.0.key=v`` edits one item of a list), rejects unknown keys with the list of valid ones, and checks
-types of scalar fields.
+work; ``list.0.key=v`` edits one item of a list; a mapping value merges into the mapping; ``~a.b`` removes key ``b``
+of ``a``, so a field goes back to its default and a mapping can be emptied), rejects unknown keys with the list of
+valid ones, and checks types of scalar fields.
 """
 
 from __future__ import annotations
@@ -29,19 +30,37 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the config's dataclass."""
 
 
+class _Remove:
+    """The value of a ``~key`` override: :func:`merge` deletes the key."""
+
+    def __repr__(self) -> str:
+        return "<removed>"
+
+
+REMOVE = _Remove()
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``."""
+    """``["a.b=1", "c=x", "~d.e"]`` -> ``{"a": {"b": 1}, "c": "x", "d": {"e": REMOVE}}``."""
     tree: dict[str, Any] = {}
     for item in overrides:
+        removal = item.startswith("~")
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"Override {item!r} is not of the form key=value (for example train.lr=1e-4)")
+        key = key.removeprefix("~")
+        if removal and sep:
+            raise ConfigError(f"Override {item!r}: ~KEY removes a key and takes no value (write ~{key})")
+        if not key or not (sep or removal):
+            raise ConfigError(f"Override {item!r} is not of the form key=value (for example train.lr=1e-4), "
+                              "or ~key to remove a key")
         node = tree
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Override {item!r} conflicts with another override of {part!r}")
+        if removal:
+            node[leaf] = REMOVE
+            continue
         try:
             node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
@@ -50,24 +69,39 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return tree
 
 
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``update`` wins. Integer keys address list items (``teachers.0.weights=...``)."""
+def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. Integer keys address list items (``teachers.0.weights=...``);
+    :data:`REMOVE` deletes a key (``where``: the dotted path of ``base``, for messages)."""
     out = dict(base)
     for key, value in update.items():
         current = out.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            out[key] = merge(current, value)
+        if isinstance(value, Mapping) and not isinstance(current, (Mapping, list)) and _removes(value):
+            raise ConfigError(f"~{where}{key}...: the config sets no mapping {key!r} to remove a key from (it "
+                              f"sets {sorted(map(str, out))}); check the name")
+        if value is REMOVE or (isinstance(value, Mapping) and isinstance(current, Mapping)):
+            if value is REMOVE and key not in out:
+                raise ConfigError(f"~{where}{key}: the config sets no key {key!r} there (it sets "
+                                  f"{sorted(map(str, out))}); check the name")
+            if value is REMOVE:
+                del out[key]
+            else:
+                out[key] = merge(current, value, f"{where}{key}.")
         elif isinstance(value, Mapping) and isinstance(current, list) and all(str(k).isdigit() for k in value):
             items = list(current)
             for index, item in value.items():
                 if int(index) >= len(items):
-                    raise ConfigError(f"{key}.{index}: the list {key!r} has only {len(items)} item(s)")
+                    raise ConfigError(f"{where}{key}.{index}: the list {key!r} has only {len(items)} item(s)")
                 old = items[int(index)]
-                items[int(index)] = merge(old, item) if isinstance(old, Mapping) and isinstance(item, Mapping) else item
+                items[int(index)] = (merge(old, item, f"{where}{key}.{index}.")
+                                     if isinstance(old, Mapping) and isinstance(item, Mapping) else item)
             out[key] = items
         else:
             out[key] = value
     return out
+
+
+def _removes(tree: Mapping[str, Any]) -> bool:
+    return any(v is REMOVE or (isinstance(v, Mapping) and _removes(v)) for v in tree.values())
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from eupe.config import ConfigError, load_config, parse_overrides, save_config
+from eupe.config import REMOVE, ConfigError, load_config, parse_overrides, save_config
 
 
 @dataclass
@@ -60,3 +60,29 @@ def test_list_items_are_addressed_by_index(tmp_path):
     assert cfg.teachers == [Teacher("a"), Teacher("b", "w.pt")]
     with pytest.raises(ConfigError, match="only 2 item"):
         load_config(WithList, path, ["teachers.2.weights=w.pt"])
+
+
+def test_a_tilde_override_removes_a_key_so_its_default_applies(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 20\noptim:\n  lr: 0.01\n  betas: [0.5, 0.6]\n")
+    cfg = load_config(Run, path, ["~optim.betas", "~steps"])
+    assert cfg == Run(optim=Optim(lr=0.01))  # betas and steps back to their defaults
+    assert load_config(Run, path, ["~optim"]).optim == Optim()
+    assert parse_overrides(["~a.b"]) == {"a": {"b": REMOVE}}
+
+
+def test_a_tilde_override_of_a_key_the_config_does_not_set_names_it(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"~optim.betas: the config sets no key 'betas' there \(it sets \['lr'\]\)"):
+        load_config(Run, path, ["~optim.betas"])
+    with pytest.raises(ConfigError, match=r"~optimiser\.\.\.: the config sets no mapping 'optimiser'"):
+        load_config(Run, path, ["~optimiser.lr"])
+    with pytest.raises(ConfigError, match=r"takes no value \(write ~optim.lr\)"):
+        load_config(Run, path, ["~optim.lr=3"])
+
+
+def test_a_list_item_key_can_be_removed(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("teachers:\n  - {name: a, weights: w.pt}\n")
+    assert load_config(WithList, path, ["~teachers.0.weights"]).teachers == [Teacher("a")]

@@ -84,7 +84,8 @@ def add_config_args(parser: argparse.ArgumentParser, example: str | None = None)
     parser.add_argument("--config", default=None, help="YAML file with the settings (see the saved config.yaml)")
     shown = f", e.g. --set {example}" if example else ""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override one setting{shown} (repeatable)")
+                        help=f"override one setting{shown} (repeatable; --set ~KEY removes a key: its default "
+                             "applies)")
 
 
 def add_shipped_config_args(parser: argparse.ArgumentParser, group: str, example: str,
@@ -96,7 +97,8 @@ def add_shipped_config_args(parser: argparse.ArgumentParser, group: str, example
                         help=f"a shipped config ({names}) or a YAML path"
                              + (" (default: %(default)s)" if default else ""))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override a config value, e.g. --set {example} (repeatable)")
+                        help=f"override a config value, e.g. --set {example} (repeatable; --set ~KEY removes a "
+                             "key: its default applies)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 

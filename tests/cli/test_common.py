@@ -68,7 +68,8 @@ def test_help_prints_the_dataclass_defaults_once():
     for expected in ("the rate (default: 0.5)", "the ks (default: 1 5)", "how (default: fast)",
                      "--enabled, --no-enabled switch it on (default: False)", "a name with 100% coverage (default: plain)",
                      "--rate RATE", "--ks KS [KS ...]", "--mode {fast,exact}",
-                     "override one setting, e.g. --set inner.rate=0.1 (repeatable)"):
+                     "override one setting, e.g. --set inner.rate=0.1 (repeatable; --set ~KEY removes a key: its "
+                     "default applies)"):
         assert expected in text
     # None / empty defaults are explained by the help text, not printed
     assert "use at most this many; unset: all --" in text and "input folder --" in text
@@ -134,4 +135,4 @@ def test_registration_rejects_keys_and_types_no_flag_can_express():
 def test_set_help_without_example():
     parser = argparse.ArgumentParser()
     add_config_args(parser)
-    assert "override one setting (repeatable)" in flat_help(parser)
+    assert "override one setting (repeatable; --set ~KEY removes a key" in flat_help(parser)

@@ -34,7 +34,7 @@ def flat_help(parser: argparse.ArgumentParser) -> str:
 
 def set_example(parser: argparse.ArgumentParser) -> str:
     (action,) = [a for a in parser._actions if "--set" in a.option_strings]
-    return re.fullmatch(r"override one setting, e\.g\. --set (\S+) \(repeatable\)", action.help).group(1)
+    return re.fullmatch(r"override one setting, e\.g\. --set (\S+) \(repeatable; .*\)", action.help).group(1)
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)

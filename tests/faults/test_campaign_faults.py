@@ -120,7 +120,7 @@ def test_an_export_that_cannot_fit_on_the_disk_is_refused_before_writing(tmp_pat
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 4096, 4096))
-    with pytest.raises(OutputDirError, match=f"no space left on device for the export to .*: the weights alone need "
+    with pytest.raises(OutputDirError, match="no space left on device for the export to .*: the weights alone need "
                                              r"[0-9.]+ MiB and 0.0 MiB are free"):
         export_model(eupe.create_model("eupe_vitt16", depth=1), fmt, tmp_path / "out" / name, verify=False)
     assert not (tmp_path / "out").exists()
