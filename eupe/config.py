@@ -75,17 +75,13 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "") -
     out = dict(base)
     for key, value in update.items():
         current = out.get(key)
-        if isinstance(value, Mapping) and not isinstance(current, (Mapping, list)) and _removes(value):
-            raise ConfigError(f"~{where}{key}...: the config sets no mapping {key!r} to remove a key from (it "
-                              f"sets {sorted(map(str, out))}); check the name")
-        if value is REMOVE or (isinstance(value, Mapping) and isinstance(current, Mapping)):
-            if value is REMOVE and key not in out:
+        if value is REMOVE:
+            if key not in out:
                 raise ConfigError(f"~{where}{key}: the config sets no key {key!r} there (it sets "
                                   f"{sorted(map(str, out))}); check the name")
-            if value is REMOVE:
-                del out[key]
-            else:
-                out[key] = merge(current, value, f"{where}{key}.")
+            del out[key]
+        elif isinstance(value, Mapping) and isinstance(current, Mapping):
+            out[key] = merge(current, value, f"{where}{key}.")
         elif isinstance(value, Mapping) and isinstance(current, list) and all(str(k).isdigit() for k in value):
             items = list(current)
             for index, item in value.items():
@@ -95,6 +91,9 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "") -
                 items[int(index)] = (merge(old, item, f"{where}{key}.{index}.")
                                      if isinstance(old, Mapping) and isinstance(item, Mapping) else item)
             out[key] = items
+        elif isinstance(value, Mapping) and _removes(value):
+            raise ConfigError(f"~{where}{key}...: the config sets no mapping {key!r} to remove a key from (it "
+                              f"sets {sorted(map(str, out))}); check the name")
         else:
             out[key] = value
     return out
