@@ -3,7 +3,10 @@ one_thread fixture comes from tests/conftest.py."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -43,3 +46,12 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 def tiny_lm_without_template_dir(tmp_path_factory) -> Path:
     """The same kind of LM, with no chat template."""
     return _tiny_lm(tmp_path_factory.mktemp("tiny_lm_plain"), None)
+
+
+def import_lmms_eval(module: str) -> ModuleType:
+    """lmms-eval's ``module``; skips only where lmms-eval is not installed at all, so a broken install (a missing
+    run-time dependency) fails instead of skipping."""
+    if importlib.util.find_spec("lmms_eval") is None:
+        pytest.skip("lmms-eval is not installed (pip install 'eupe[lmms-eval]' && pip install --no-deps "
+                    "lmms-eval==0.7.3)")
+    return importlib.import_module(module)

@@ -18,6 +18,7 @@ pytest.importorskip("transformers", reason="eupe.vlm needs transformers (the vlm
 from eupe.vlm import build_vlm, evaluate  # noqa: E402
 from eupe.vlm import lmms_eval_model as plugin  # noqa: E402
 from eupe.vlm.evaluate import chat_prompt, generate_replies, load_vlm  # noqa: E402
+from tests.vlm.conftest import import_lmms_eval  # noqa: E402
 
 IMAGES = [Image.new("RGB", (12, 8), (255, 0, 0)), Image.new("RGB", (8, 12), (0, 0, 255))]
 DOCS = {"pope": {"test": [{"image": IMAGES[0]}, {"image": IMAGES[1]}]}}
@@ -98,7 +99,7 @@ def test_module_imports_without_lmms_eval():
 
 
 def test_the_lmms_eval_model_class(vlm):
-    pytest.importorskip("lmms_eval.api.model", reason="lmms-eval is not installed")
+    import_lmms_eval("lmms_eval.api.model")
     from lmms_eval.api.instance import Instance
     from lmms_eval.api.model import lmms
     from lmms_eval.models.registry_v2 import ModelRegistryV2
@@ -130,9 +131,10 @@ def test_a_real_lmms_eval_run_gives_the_replies_and_scores_of_eupe_vlm_eval(vlm,
     """``lmms-eval --model eupe_llava`` on lmms-eval's own POPE task (its YAML and utils, only the data read from a
     local parquet file instead of the hub) answers every question as ``eupe vlm eval`` does, and lmms-eval's POPE
     metrics equal ours."""
-    pytest.importorskip("lmms_eval.api.model", reason="lmms-eval is not installed")
-    datasets = pytest.importorskip("datasets", reason="lmms-eval reads tasks with datasets")
+    import_lmms_eval("lmms_eval.api.model")
     from importlib.resources import files
+
+    import datasets  # lmms-eval reads every task with it (the lmms-eval extra)
 
     from eupe.vlm.evaluate import VLMEvalConfig, run_vlm_eval
 

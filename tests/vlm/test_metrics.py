@@ -20,6 +20,7 @@ from eupe.vlm.metrics import (
     scienceqa_score,
     vqa_accuracy,
 )
+from tests.vlm.conftest import import_lmms_eval
 
 # ---------------------------------------------------------------------------------------------- VQA
 
@@ -128,7 +129,7 @@ def test_pope_per_split_and_pooled():
 
 def test_pope_equals_lmms_evals_own_pope_functions():
     """Where lmms-eval is installed: its POPE task's process_results and aggregations give our numbers."""
-    utils = pytest.importorskip("lmms_eval.tasks.pope.utils", reason="lmms-eval is not installed")
+    utils = import_lmms_eval("lmms_eval.tasks.pope.utils")
     labels = ["yes", "yes", "yes", "no", "no", "no", "yes", "no"]
     replies = ["Yes", "yes.", "no", "yes", "No", "maybe", " YES ", "no\n"]
     docs = [{"question_id": str(i), "answer": label} for i, label in enumerate(labels)]
