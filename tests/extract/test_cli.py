@@ -82,5 +82,5 @@ def test_every_extract_setting_has_a_flag_showing_its_default():
 
 def test_extract_set_example_is_a_real_setting():
     (action,) = [a for a in extract_parser()._actions if "--set" in a.option_strings]
-    example = re.search(r"--set (\S+) \(repeatable\)", action.help).group(1)
+    example = re.search(r"--set (\S+) \(repeatable;", action.help).group(1)
     assert to_dict(load_config(ExtractConfig, None, [example])) != to_dict(ExtractConfig())
