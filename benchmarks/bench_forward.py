@@ -124,16 +124,12 @@ TRANSFORMERS = "transformers DINOv3ViTModel"
 
 def load_transformers_model(model: VisionTransformer) -> Callable[[torch.Tensor], torch.Tensor]:
     """``model`` exported to a Hugging Face folder and loaded back with transformers; returns its patch tokens."""
-    from transformers import DINOv3ViTModel
-
-    from eupe.export.hf import save_hf
+    from eupe.export.hf import load_transformers_features, save_hf
 
     with tempfile.TemporaryDirectory() as folder:
         save_hf(model, folder)
-        hf_model = DINOv3ViTModel.from_pretrained(folder, attn_implementation="sdpa").eval()
-    hf_model.to(next(model.parameters()).device)
-    first_patch = 1 + model.n_storage_tokens
-    return lambda x: hf_model(pixel_values=x).last_hidden_state[:, first_patch:]
+        features = load_transformers_features(folder).to(next(model.parameters()).device)
+    return lambda x: features(x)[1]
 
 
 def implementation(args: argparse.Namespace, model: VisionTransformer, x: torch.Tensor,

@@ -260,7 +260,7 @@ def load_hf(directory: str | Path) -> VisionTransformer:
 # ---- verification against transformers --------------------------------------------------------------------------
 
 
-class _TransformersOutputs(nn.Module):
+class TransformersFeatures(nn.Module):
     """A transformers DINOv3ViTModel with the (class, patch, storage) outputs of :class:`FeatureOutputs`."""
 
     def __init__(self, hf_model: nn.Module, n_storage: int) -> None:
@@ -273,12 +273,18 @@ class _TransformersOutputs(nn.Module):
         return hidden[:, 0], hidden[:, 1 + self.n_storage:], hidden[:, 1:1 + self.n_storage]
 
 
+def load_transformers_features(directory: str | Path) -> TransformersFeatures:
+    """The Hugging Face folder loaded as its users load it (``DINOv3ViTModel.from_pretrained``, SDPA attention,
+    eval mode), with this package's (class, patch, storage) outputs."""
+    transformers = require("transformers", "Loading the Hugging Face export with transformers")
+    hf_model = transformers.DINOv3ViTModel.from_pretrained(str(directory), attn_implementation="sdpa").eval()
+    return TransformersFeatures(hf_model, hf_model.config.num_register_tokens)
+
+
 def verify_hf(model: nn.Module, directory: str | Path, *, size: tuple[int, int] = (256, 256),
               atol: float = 1e-4) -> VerificationReport:
     """Loads the folder with transformers' own ``DINOv3ViTModel`` and compares it with ``model`` at three sizes."""
-    transformers = require("transformers", "Checking the Hugging Face export with transformers")
     vit = _require_vit(model)
-    hf_model = transformers.DINOv3ViTModel.from_pretrained(str(directory), attn_implementation="sdpa").eval()
-    return verify_export(vit, _TransformersOutputs(hf_model, vit.n_storage_tokens),
+    return verify_export(vit, load_transformers_features(directory),
                          verification_sizes(size, vit.patch_size), what=f"Hugging Face folder {directory}",
                          label="transformers DINOv3ViTModel", storage_tokens=True, atol=atol)
