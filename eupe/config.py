@@ -87,20 +87,34 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "") -
             for index, item in value.items():
                 if int(index) >= len(items):
                     raise ConfigError(f"{where}{key}.{index}: the list {key!r} has only {len(items)} item(s)")
+                if item is REMOVE:
+                    raise ConfigError(f"~{where}{key}.{index}: a list item cannot be removed by index; give the "
+                                      f"whole list instead (--set {where}{key}=[...])")
                 old = items[int(index)]
                 items[int(index)] = (merge(old, item, f"{where}{key}.{index}.")
                                      if isinstance(old, Mapping) and isinstance(item, Mapping) else item)
             out[key] = items
-        elif isinstance(value, Mapping) and _removes(value):
-            raise ConfigError(f"~{where}{key}...: the config sets no mapping {key!r} to remove a key from (it "
-                              f"sets {sorted(map(str, out))}); check the name")
         else:
             out[key] = value
     return out
 
 
-def _removes(tree: Mapping[str, Any]) -> bool:
-    return any(v is REMOVE or (isinstance(v, Mapping) and _removes(v)) for v in tree.values())
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``data`` with the ``key=value`` / ``~key`` ``overrides`` applied (:func:`parse_overrides`, :func:`merge`);
+    a ``~key`` under something that is not a mapping of ``data`` is refused, naming it."""
+    merged = merge(data, parse_overrides(overrides))
+    _refuse_unapplied_removals(merged)
+    return merged
+
+
+def _refuse_unapplied_removals(tree: Any, where: str = "") -> None:
+    """A :data:`REMOVE` left in a merged tree stands where ``data`` had no mapping to remove a key from."""
+    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        if value is REMOVE:
+            raise ConfigError(f"~{where}{key}: the config has no mapping at {where.rstrip('.') or 'the top'} to "
+                              "remove it from; check the name")
+        _refuse_unapplied_removals(value, f"{where}{key}.")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -215,7 +229,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"Config file {path} must hold a mapping at the top level")
         data = merge(data, loaded)
-    data = merge(data, parse_overrides(overrides))
+    data = apply_overrides(data, overrides)
     return from_dict(cls, data, where=str(path) if path else "config")
 
 

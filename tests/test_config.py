@@ -76,7 +76,7 @@ def test_a_tilde_override_of_a_key_the_config_does_not_set_names_it(tmp_path):
     path.write_text("optim:\n  lr: 0.01\n")
     with pytest.raises(ConfigError, match=r"~optim.betas: the config sets no key 'betas' there \(it sets \['lr'\]\)"):
         load_config(Run, path, ["~optim.betas"])
-    with pytest.raises(ConfigError, match=r"~optimiser\.\.\.: the config sets no mapping 'optimiser'"):
+    with pytest.raises(ConfigError, match=r"~optimiser\.lr: the config has no mapping at optimiser to remove it"):
         load_config(Run, path, ["~optimiser.lr"])
     with pytest.raises(ConfigError, match=r"takes no value \(write ~optim.lr\)"):
         load_config(Run, path, ["~optim.lr=3"])
@@ -86,3 +86,8 @@ def test_a_list_item_key_can_be_removed(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("teachers:\n  - {name: a, weights: w.pt}\n")
     assert load_config(WithList, path, ["~teachers.0.weights"]).teachers == [Teacher("a")]
+    with pytest.raises(ConfigError, match=r"~teachers\.0: a list item cannot be removed by index"):
+        load_config(WithList, path, ["~teachers.0"])
+    path.write_text("teachers: [a]\n")
+    with pytest.raises(ConfigError, match=r"~teachers\.0\.weights: the config has no mapping at teachers\.0"):
+        load_config(WithList, path, ["~teachers.0.weights"])

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..config import load_config, parse_overrides, shipped_configs, to_dict
+from ..config import apply_overrides, load_config, shipped_configs, to_dict
 from ..extract.provenance import backbone_identity
 from ..loading import load
 from ..loading.sources import resolve_weights, split_key
@@ -243,7 +243,7 @@ def backbone_from_args(args: argparse.Namespace) -> nn.Module:
             torch.manual_seed(args.seed)
         model = load(args.model, None if random_init else args.weights, pretrained=not random_init,
                      device=resolve_device(args.device), quantize=getattr(args, "quantize", None),
-                     **parse_overrides(getattr(args, "arch", [])))
+                     **apply_overrides({}, getattr(args, "arch", [])))
     return model.requires_grad_(False)
 
 
