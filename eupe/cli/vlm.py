@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--image-size", type=int, default=384, help="tower input size (default: %(default)s)")
     build.add_argument("--chat-template", default=None,
                        help="a Jinja chat-template file, for LMs that have none (default: the LM's own)")
+    build.add_argument("--standardize-features", default=None, metavar="IMAGES",
+                       help="a folder of images (e.g. the stage-a training images) to fit a per-channel "
+                            "standardisation of the tower's tokens on (default: the tokens as they are)")
     build.add_argument("--output", required=True, help="folder to write")
     build.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty folder")
     build.set_defaults(func=run_build)
@@ -78,13 +81,16 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..data.images import list_images
     from ..vlm import build_vlm
 
+    standardize = [r.path for r in list_images(args.standardize_features)[0]] if args.standardize_features else []
     random_tower = args.eupe_weights == "random"
     template = Path(args.chat_template).read_text() if args.chat_template else None
     built = build_vlm(args.eupe_model, None if random_tower else args.eupe_weights, args.language_model, args.output,
                       eupe_pretrained=not random_tower, feature_layer=args.feature_layer, image_size=args.image_size,
-                      gguf_file=args.gguf_file, chat_template=template, overwrite=args.overwrite)
+                      gguf_file=args.gguf_file, chat_template=template, standardize_images=standardize,
+                      overwrite=args.overwrite)
     print(f"VLM folder: {built.path} ({built.model.config.image_seq_length} visual tokens per image)")
     return 0
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from tokenizers import AddedToken
@@ -35,6 +35,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from ..data.images import load_image
 from ..loading.sources import hub_reachable
 from .processor import EupeImageProcessor
 from .tower import (
@@ -43,6 +44,7 @@ from .tower import (
     EupeVisionConfig,
     EupeVisionModel,
     FeatureLayer,
+    fit_feature_standardization,
 )
 
 IMAGE_TOKEN = "<image>"
@@ -76,6 +78,7 @@ def build_vlm(
     chat_template: str | None = None,
     dtype: torch.dtype | str = "auto",
     seed: int = 0,
+    standardize_images: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
 ) -> BuiltVLM:
     """Builds and saves an EUPE + ``language_model`` LLaVA-1.5 VLM with an untrained projector into ``output_dir``.
@@ -90,6 +93,8 @@ def build_vlm(
       and ``text`` items) become ``<image>\\n`` + text; an LM without a template is refused.
     * ``dtype``: of the whole VLM (``"auto"``: the LM checkpoint's); the tower's RoPE periods stay fp32.
     * ``seed``: for the projector and the new embedding rows, so a build is reproducible.
+    * ``standardize_images``: image files to fit the tower's feature standardisation on (off when empty; see
+      :class:`~eupe.vlm.EupeVisionConfig`), e.g. the stage-(a) training images or a sample of them.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
@@ -140,10 +145,24 @@ def build_vlm(
         image_token=IMAGE_TOKEN,
         chat_template=template,
     )
+    if standardize_images:
+        standardize_tower(model.model.vision_tower, processor.image_processor, standardize_images)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     check_vlm_folder(output_dir)
     return BuiltVLM(output_dir, model.eval(), processor)
+
+
+def standardize_tower(tower: EupeVisionModel, image_processor: EupeImageProcessor,
+                      images: Sequence[str | os.PathLike], batch_size: int = 32) -> None:
+    """Fits ``tower``'s feature standardisation on the image files ``images``, preprocessed by ``image_processor``
+    as in training (an undecodable file is an :class:`~eupe.data.images.ImageDecodeError` naming it)."""
+    def batches():
+        for start in range(0, len(images), batch_size):
+            pictures = [load_image(path) for path in images[start:start + batch_size]]
+            yield image_processor(pictures, return_tensors="pt")["pixel_values"]
+
+    fit_feature_standardization(tower, batches())
 
 
 def _require_language_model(language_model: str | os.PathLike, gguf_file: str | None) -> None:

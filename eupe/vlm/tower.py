@@ -16,7 +16,7 @@ import json
 import os
 import re
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import torch
 from torch import Tensor
@@ -56,6 +56,13 @@ class EupeVisionConfig(PretrainedConfig):
     * ``image_size``: the square input side the tower is used at (384 in the paper's VLM protocol: 24 x 24 = 576
       tokens for the patch-16 ViTs); it must be a multiple of the feature stride.
     * ``image_mean`` / ``image_std``: the input normalisation the encoder was trained with (ImageNet).
+    * ``feature_standardization``: when true, the tokens are standardised per channel, ``(x - mean) / std``, with
+      statistics of the tower's own tokens over a set of images (:func:`fit_feature_standardization`), stored in
+      the folder as the buffers ``feature_mean`` / ``feature_std``. Off by default (the tokens are then exactly
+      the backbone's). Why it exists: EUPE's patch tokens share a large component across images (the VLM demo
+      reports its share of their energy, ``mean_token_energy_share``), so LLaVA's projector sees uncentred inputs
+      and its stage (a) learns slowly. RADIO's ``FeatureNormalizer`` likewise subtracts a stored mean from its
+      features and applies a stored linear map.
 
     ConvNeXt: the paper gives no VLM protocol for it. ``"last_norm"`` takes the normalised stride-32 last stage,
     again the distilled output, i.e. 12 x 12 = 144 tokens at 384 (the ViTs' 576 tokens need 768 px, or
@@ -72,6 +79,7 @@ class EupeVisionConfig(PretrainedConfig):
     image_size: int = 384
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
+    feature_standardization: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.feature_layer not in FEATURE_LAYERS:
@@ -151,6 +159,9 @@ class EupeVisionModel(PreTrainedModel):
         aliases = [f"{BACKBONE_PREFIX}.{name}" for name in _aliased_names(self.backbone)]
         self._keys_to_ignore_on_save = aliases
         self._keys_to_ignore_on_load_missing = [re.escape(name) for name in aliases]
+        if config.feature_standardization:
+            self.register_buffer("feature_mean", torch.zeros(config.hidden_size))
+            self.register_buffer("feature_std", torch.ones(config.hidden_size))
         self.post_init()
 
     @classmethod
@@ -198,11 +209,44 @@ class EupeVisionModel(PreTrainedModel):
         else:
             tokens = self.backbone.forward_intermediates(pixel_values, indices=[self.config.layer_index],
                                                          output_fmt="NLC", intermediates_only=True)[0]
+        if self.config.feature_standardization:
+            tokens = (tokens - self.feature_mean.to(tokens.dtype)) / self.feature_std.to(tokens.dtype)
         want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         hidden_states = (tokens,) if want_hidden is not False and want_hidden is not None else None
         if not (return_dict if return_dict is not None else self.config.return_dict):
             return (tokens,) if hidden_states is None else (tokens, hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=tokens, hidden_states=hidden_states)
+
+
+@torch.no_grad()
+def fit_feature_standardization(tower: EupeVisionModel, pixel_batches: Iterable[Tensor]) -> EupeVisionModel:
+    """Turns on ``tower.config.feature_standardization`` with the per-channel mean and standard deviation of the
+    tower's unstandardised tokens over ``pixel_batches`` (``[B, 3, S, S]``, as its image processor makes them),
+    accumulated in float64; returns ``tower``. A refit replaces the statistics (e.g. after re-initialising it)."""
+    config = tower.config
+    fitted = config.feature_standardization
+    config.feature_standardization = False  # the statistics of the raw tokens, whatever was fitted before
+    try:
+        count, total, squares = 0, torch.zeros(config.hidden_size, dtype=torch.float64), None
+        for pixels in pixel_batches:
+            tokens = tower(pixels).last_hidden_state.flatten(0, 1).double().cpu()
+            squares = tokens.pow(2).sum(0) + (0 if squares is None else squares)
+            total += tokens.sum(0)
+            count += tokens.shape[0]
+    finally:
+        config.feature_standardization = fitted
+    if count < 2:
+        raise ValueError("fit_feature_standardization: the images gave fewer than 2 tokens; give more images")
+    mean = total / count
+    std = ((squares - count * mean.pow(2)).clamp_min(0) / (count - 1)).sqrt().clamp_min(1e-6)
+    buffers = dict(tower.named_buffers(recurse=False))
+    for name, value in (("feature_mean", mean), ("feature_std", std)):
+        if name in buffers:
+            buffers[name].copy_(value)
+        else:
+            tower.register_buffer(name, value.to(device=tower.device, dtype=torch.float32))
+    config.feature_standardization = True
+    return tower
 
 
 def _aliased_names(module: torch.nn.Module) -> list[str]:

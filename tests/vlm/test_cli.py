@@ -22,6 +22,35 @@ def test_build_then_print_a_training_config(tiny_lm_dir, tmp_path, capsys):
     assert "stage: b" in printed and f"model: {out}" in printed and "lr: 2.0e-05" in printed
 
 
+def test_build_fits_the_feature_standardization_on_a_folder_of_images(tiny_lm_dir, tmp_path, capsys):
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 30), (40 * i, 200 - 30 * i, 90)).save(images / f"{i}.png")
+    out = tmp_path / "vlm"
+    assert main(["vlm", "build", "--eupe-model", "eupe_vitt16", "--eupe-weights", "random", "--language-model",
+                 str(tiny_lm_dir), "--image-size", "32", "--standardize-features", str(images),
+                 "--output", str(out)]) == 0
+    model, processor = AutoModelForImageTextToText.from_pretrained(out), AutoProcessor.from_pretrained(out)
+    tower = model.model.vision_tower.eval()
+    assert tower.config.feature_standardization
+    pixels = processor.image_processor([Image.open(p) for p in sorted(images.iterdir())],
+                                       return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        tokens = tower(pixels).last_hidden_state.flatten(0, 1)
+    assert tokens.mean(0).abs().max() < 1e-4 and (tokens.std(0) - 1).abs().max() < 1e-4
+
+    (images / "broken.png").write_bytes(b"not a png")
+    assert main(["vlm", "build", "--eupe-model", "eupe_vitt16", "--eupe-weights", "random", "--language-model",
+                 str(tiny_lm_dir), "--image-size", "32", "--standardize-features", str(images),
+                 "--output", str(tmp_path / "other")]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
 def test_build_refuses_a_non_empty_output(tiny_lm_dir, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")

@@ -16,6 +16,7 @@ from transformers.models.llava.modeling_llava import LlavaModel  # noqa: E402
 
 import eupe  # noqa: E402
 from eupe.vlm import EupeVisionConfig, EupeVisionModel  # noqa: E402
+from eupe.vlm.tower import fit_feature_standardization  # noqa: E402
 
 SIZES = {"eupe_vitt16": 64, "eupe_convnext_tiny": 64}  # 4 x 4 and 2 x 2 grids (strides 16 and 32)
 
@@ -83,6 +84,35 @@ def test_save_load_round_trip_and_bf16(checkpoints, name, tmp_path):
     assert tokens.dtype == torch.bfloat16
     cosine = torch.nn.functional.cosine_similarity(tokens.float(), expected, dim=-1)
     assert cosine.min() > 0.99
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+@torch.no_grad()
+def test_feature_standardization_centres_the_fitted_tokens_and_survives_a_reload(checkpoints, name, tmp_path):
+    native, path = checkpoints[name]
+    size = SIZES[name]
+    tower = EupeVisionModel.from_eupe(name, path, image_size=size)
+    batches = [torch.randn(3, 3, size, size) + 0.5 for _ in range(2)]  # a shift: the raw tokens are not centred
+    raw = torch.cat([native.forward_features(x)["x_norm_patchtokens"] for x in batches]).flatten(0, 1).double()
+
+    fit_feature_standardization(tower, iter(batches))
+    assert tower.config.feature_standardization
+    torch.testing.assert_close(tower.feature_mean.double(), raw.mean(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(tower.feature_std.double(), raw.std(0), rtol=1e-5, atol=1e-6)
+    tokens = torch.cat([tower(x).last_hidden_state for x in batches]).flatten(0, 1)
+    torch.testing.assert_close(tokens.mean(0), torch.zeros(tokens.shape[1]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(tokens.std(0), torch.ones(tokens.shape[1]), rtol=0, atol=1e-5)
+
+    fit_feature_standardization(tower, iter(batches[:1]))  # a refit uses the raw tokens, not standardised ones
+    torch.testing.assert_close(tower.feature_mean.double(), raw[:len(raw) // 2].mean(0), rtol=0, atol=1e-6)
+
+    tower.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["feature_standardization"] is True
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert torch.equal(reloaded(batches[0]).last_hidden_state, tower(batches[0]).last_hidden_state)
+    with pytest.raises(ValueError, match="fewer than 2 tokens"):
+        fit_feature_standardization(tower, iter([]))
+    assert tower.config.feature_standardization  # a failed fit leaves the fitted statistics in use
 
 
 def test_token_counts_and_widths_at_384():
