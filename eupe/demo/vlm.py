@@ -54,6 +54,7 @@ from ..utils.io import atomic_write_json
 from ..utils.optional import available, install_hint
 from ..viz.charts import bar_chart
 from ..vlm import build_vlm, check_vlm_folder, image_aware_template
+from ..vlm.build import standardize_tower
 from ..vlm.evaluate import chat_prompt, generate_replies, load_vlm
 from ..vlm.metrics import ConfidenceInterval, bootstrap_ci, mean, pope_scores, pope_scores_by_split, vqa_accuracy
 from ..vlm.train import VLMTrainConfig, train_stage
@@ -88,6 +89,7 @@ class VLMDemoConfig:
     exclude_distillation_pictures: bool = True
     image_size: int = 64
     feature_layer: Literal["last_norm", "last", "penultimate"] = "last_norm"
+    feature_standardization: bool = True  # each tower standardised with its statistics on the training pictures
     student_model: str = "eupe_vitt16"
     student_weights: str = ""  # "": distil one with distill_config + distill_overrides
     distill_config: str = "distill"
@@ -340,7 +342,8 @@ def training_records(cfg: VLMDemoConfig, data: DemoPictures) -> dict[str, list[d
     in random order: the POPE question of its own topic -> "yes", of another topic -> "no" (the negative's split
     cycling over pictures), and "What is shown?" -> the topic; the evaluation asks each kind as a first turn) and
     ``stage_b_text`` (the same conversations without the image, for the blind LM). Both POPE answers about one
-    picture: only the image tells them apart, so no answer prior can fit them."""
+    picture: only the image tells them apart, so no answer prior can fit them (only the first round needs the
+    picture, though: the later ones follow from it in the text; the shipped config says why that is kept)."""
     rng = random.Random(cfg.seed + 1)
     records: dict[str, list[dict[str, Any]]] = {"stage_a": [], "stage_b": [], "stage_b_text": []}
     for i, p in enumerate(data.train):
@@ -403,16 +406,25 @@ def build_models(cfg: VLMDemoConfig, weights: str, data: DemoPictures, images: P
     """The untrained VLM folders of the two towers, and each tower's :func:`tower_probe`: one build with the
     student, then its tower re-initialised as ``create_model`` does (seeded) and saved again, so the LM, projector
     and new embedding rows are identical (and the GGUF file, which transformers parses three times per build, ~25 s
-    here, is read once)."""
+    here, is read once). With ``feature_standardization`` each tower is standardised with its own statistics on
+    the training pictures."""
     template = image_aware_template(CHATML_TEMPLATE) if cfg.chat_template == "chatml" else None
+    fit_on = [images / p.image for p in data.train] if cfg.feature_standardization else []
     built = build_vlm(cfg.student_model, weights, language_model(cfg), out / "build" / "student",
                       feature_layer=cfg.feature_layer, image_size=cfg.image_size, gguf_file=cfg.gguf_file or None,
-                      chat_template=template, dtype=torch.float32, seed=cfg.seed, overwrite=True)
+                      chat_template=template, dtype=torch.float32, seed=cfg.seed, standardize_images=fit_on,
+                      overwrite=True)
     tower = built.model.model.vision_tower
     probes = {"student": tower_probe(cfg, tower, built.processor.image_processor, data, images)}
+    shares = {"student": mean_token_energy_share(tower)} if fit_on else {}
     torch.manual_seed(cfg.seed)
     tower.backbone.init_weights()
+    if fit_on:
+        standardize_tower(tower, built.processor.image_processor, fit_on)
+        shares["random"] = mean_token_energy_share(tower)
     probes["random"] = tower_probe(cfg, tower, built.processor.image_processor, data, images)
+    for name, share in shares.items():
+        probes[name]["mean_token_energy_share"] = share
     folders = {"student": built.path, "random": out / "build" / "random"}
     built.model.save_pretrained(folders["random"])
     built.processor.save_pretrained(folders["random"])
@@ -459,6 +471,13 @@ def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any
     ci = bootstrap_ci(correct, resamples=cfg.ci_resamples, seed=cfg.seed)
     return {"top1": ci.estimate, "ci95": _interval(ci), "feature_set": probe.feature_set,
             "learning_rate": probe.learning_rate, "chance": 1 / len(topics)}
+
+
+def mean_token_energy_share(tower: torch.nn.Module) -> float:
+    """The share of a standardised tower's raw token energy (mean squared norm) that their common mean carries:
+    ``|mean|^2 / (|mean|^2 + sum of variances)``."""
+    mean_energy, spread = tower.feature_mean.double().pow(2).sum(), tower.feature_std.double().pow(2).sum()
+    return float(mean_energy / (mean_energy + spread))
 
 
 def train(cfg: VLMDemoConfig, start: Path, stages: Sequence[tuple[VLMTrainConfig, Path]], images: Path,

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file
 
 pytest.importorskip("transformers", reason="the VLM demo needs transformers (the vlm extra)")
 
@@ -102,6 +103,14 @@ def test_demo_pipeline_end_to_end_on_tiny_stand_ins(tmp_path, clipart, one_threa
     assert results["peak_rss_mib"] > 100
     probes = {name: model["tower_probe"] for name, model in results["models"].items()}
     assert probes["blind"] is None and all(0 <= probes[t]["top1"] <= 1 for t in ("student", "random"))
+    assert all(0 < probes[t]["mean_token_energy_share"] < 1 for t in ("student", "random"))
+    means = {}
+    for name in ("student", "random"):  # each tower standardised with its own statistics on the training pictures
+        saved = json.loads((tmp_path / "out" / "build" / name / "config.json").read_text())
+        assert saved["vision_config"]["feature_standardization"] is True
+        means[name] = load_file(str(tmp_path / "out" / "build" / name / "model.safetensors"))[
+            "vision_tower.feature_mean"]
+    assert not torch.allclose(means["student"], means["random"])
     for name in MODELS:
         lines = (tmp_path / "out" / name / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == data["pope_questions"] + data["vqa_questions"]
