@@ -40,6 +40,12 @@ def _native_tokens(native: torch.nn.Module, x: torch.Tensor, feature_layer: str)
     return native.get_intermediate_layers(x, n=[index], norm=False)[0]
 
 
+def _tower_at_its_test_size(checkpoints, name: str) -> tuple[torch.nn.Module, int, EupeVisionModel]:
+    """The native backbone, its test input size, and a tower loaded from its checkpoint at that size."""
+    native, path = checkpoints[name]
+    return native, SIZES[name], EupeVisionModel.from_eupe(name, path, image_size=SIZES[name])
+
+
 @pytest.mark.parametrize("feature_layer", ["last_norm", "last", "penultimate"])
 @pytest.mark.parametrize("name", list(SIZES))
 @torch.no_grad()
@@ -58,9 +64,7 @@ def test_tokens_equal_the_native_backbone(checkpoints, name, feature_layer):
 @pytest.mark.parametrize("name", list(SIZES))
 @torch.no_grad()
 def test_save_load_round_trip_and_bf16(checkpoints, name, tmp_path):
-    native, path = checkpoints[name]
-    size = SIZES[name]
-    tower = EupeVisionModel.from_eupe(name, path, image_size=size)
+    native, size, tower = _tower_at_its_test_size(checkpoints, name)
     tower.save_pretrained(tmp_path)
     saved = load_file(str(tmp_path / "model.safetensors"))
     # ConvNeXt's `norms.3` is its `norm` registered twice: stored once
@@ -89,9 +93,7 @@ def test_save_load_round_trip_and_bf16(checkpoints, name, tmp_path):
 @pytest.mark.parametrize("name", list(SIZES))
 @torch.no_grad()
 def test_feature_standardization_centres_the_fitted_tokens_and_survives_a_reload(checkpoints, name, tmp_path):
-    native, path = checkpoints[name]
-    size = SIZES[name]
-    tower = EupeVisionModel.from_eupe(name, path, image_size=size)
+    native, size, tower = _tower_at_its_test_size(checkpoints, name)
     batches = [torch.randn(3, 3, size, size) + 0.5 for _ in range(2)]  # a shift: the raw tokens are not centred
     raw = torch.cat([native.forward_features(x)["x_norm_patchtokens"] for x in batches]).flatten(0, 1).double()
 
