@@ -227,11 +227,12 @@ def fit_feature_standardization(tower: EupeVisionModel, pixel_batches: Iterable[
     fitted = config.feature_standardization
     config.feature_standardization = False  # the statistics of the raw tokens, whatever was fitted before
     try:
-        count, total, squares = 0, torch.zeros(config.hidden_size, dtype=torch.float64), None
+        count, total = 0, torch.zeros(config.hidden_size, dtype=torch.float64)
+        squares = torch.zeros_like(total)
         for pixels in pixel_batches:
             tokens = tower(pixels).last_hidden_state.flatten(0, 1).double().cpu()
-            squares = tokens.pow(2).sum(0) + (0 if squares is None else squares)
             total += tokens.sum(0)
+            squares += tokens.pow(2).sum(0)
             count += tokens.shape[0]
     finally:
         config.feature_standardization = fitted
