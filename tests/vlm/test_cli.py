@@ -44,6 +44,11 @@ def test_build_fits_the_feature_standardization_on_a_folder_of_images(tiny_lm_di
         tokens = tower(pixels).last_hidden_state.flatten(0, 1)
     assert tokens.mean(0).abs().max() < 1e-4 and (tokens.std(0) - 1).abs().max() < 1e-4
 
+    (tmp_path / "empty").mkdir()
+    assert main(["vlm", "build", "--eupe-model", "eupe_vitt16", "--eupe-weights", "random", "--language-model",
+                 str(tiny_lm_dir), "--standardize-features", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+    assert "looked for .bmp" in capsys.readouterr().err  # list_images refuses a folder without images
+
     (images / "broken.png").write_bytes(b"not a png")
     assert main(["vlm", "build", "--eupe-model", "eupe_vitt16", "--eupe-weights", "random", "--language-model",
                  str(tiny_lm_dir), "--image-size", "32", "--standardize-features", str(images),
