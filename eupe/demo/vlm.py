@@ -55,6 +55,7 @@ from ..utils.optional import available, install_hint
 from ..viz.charts import bar_chart
 from ..vlm import build_vlm, check_vlm_folder, image_aware_template
 from ..vlm.build import standardize_tower
+from ..vlm.data import pixel_batches
 from ..vlm.evaluate import chat_prompt, generate_replies, load_vlm
 from ..vlm.metrics import ConfidenceInterval, bootstrap_ci, mean, pope_scores, pope_scores_by_split, vqa_accuracy
 from ..vlm.train import VLMTrainConfig, train_stage
@@ -444,9 +445,7 @@ def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any
     def features(pictures: Sequence[Picture]) -> dict[str, torch.Tensor]:
         chunks = []
         with torch.no_grad():
-            for start in range(0, len(pictures), cfg.eval_batch_size):
-                batch = [load_image(images / p.image) for p in pictures[start:start + cfg.eval_batch_size]]
-                pixels = image_processor(batch, return_tensors="pt")["pixel_values"]
+            for pixels in pixel_batches(image_processor, [images / p.image for p in pictures], cfg.eval_batch_size):
                 chunks.append(tower(pixels.to(tower.dtype)).last_hidden_state.float())
         tokens = torch.cat(chunks)
         return {"patch_mean": tokens.mean(1), "patch_flat": tokens.flatten(1)}

@@ -35,8 +35,8 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from ..data.images import load_image
 from ..loading.sources import hub_reachable
+from .data import pixel_batches
 from .processor import EupeImageProcessor
 from .tower import (
     VISION_FEATURE_LAYER,
@@ -157,12 +157,7 @@ def standardize_tower(tower: EupeVisionModel, image_processor: EupeImageProcesso
                       images: Sequence[str | os.PathLike], batch_size: int = 32) -> None:
     """Fits ``tower``'s feature standardisation on the image files ``images``, preprocessed by ``image_processor``
     as in training (an undecodable file is an :class:`~eupe.data.images.ImageDecodeError` naming it)."""
-    def batches():
-        for start in range(0, len(images), batch_size):
-            pictures = [load_image(path) for path in images[start:start + batch_size]]
-            yield image_processor(pictures, return_tensors="pt")["pixel_values"]
-
-    fit_feature_standardization(tower, batches())
+    fit_feature_standardization(tower, pixel_batches(image_processor, images, batch_size))
 
 
 def _require_language_model(language_model: str | os.PathLike, gguf_file: str | None) -> None:

@@ -43,7 +43,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -518,3 +518,11 @@ def pixel_values(image_processor: ImageProcessor, images: Sequence[Image.Image])
         raise DataFormatError(f"image_processor returned shape {tuple(values.shape)} for {len(images)} "
                               "images; it must return pixel_values of shape [n_images, 3, H, W]")
     return values
+
+
+def pixel_batches(image_processor: ImageProcessor, paths: Sequence[str | os.PathLike],
+                  batch_size: int) -> Iterator[torch.Tensor]:
+    """:func:`pixel_values` of the image files ``paths``, ``batch_size`` at a time (decoded with ``load_image``:
+    an undecodable file is an ``ImageDecodeError`` naming it)."""
+    for start in range(0, len(paths), batch_size):
+        yield pixel_values(image_processor, [load_image(path) for path in paths[start:start + batch_size]])

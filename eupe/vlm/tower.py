@@ -203,12 +203,7 @@ class EupeVisionModel(PreTrainedModel):
         forwards to every tower (attention flags and the like) are accepted and have no effect.
         """
         _check_selection(output_hidden_states, self.config)
-        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
-        if self.config.feature_layer == "last_norm":
-            tokens = self.backbone.forward_features(pixel_values)["x_norm_patchtokens"]
-        else:
-            tokens = self.backbone.forward_intermediates(pixel_values, indices=[self.config.layer_index],
-                                                         output_fmt="NLC", intermediates_only=True)[0]
+        tokens = self.patch_tokens(pixel_values)
         if self.config.feature_standardization:
             tokens = (tokens - self.feature_mean.to(tokens.dtype)) / self.feature_std.to(tokens.dtype)
         want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -217,36 +212,34 @@ class EupeVisionModel(PreTrainedModel):
             return (tokens,) if hidden_states is None else (tokens, hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=tokens, hidden_states=hidden_states)
 
+    def patch_tokens(self, pixel_values: Tensor) -> Tensor:
+        """The patch tokens of ``config.feature_layer``, before any feature standardisation."""
+        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        if self.config.feature_layer == "last_norm":
+            return self.backbone.forward_features(pixel_values)["x_norm_patchtokens"]
+        return self.backbone.forward_intermediates(pixel_values, indices=[self.config.layer_index],
+                                                   output_fmt="NLC", intermediates_only=True)[0]
+
 
 @torch.no_grad()
 def fit_feature_standardization(tower: EupeVisionModel, pixel_batches: Iterable[Tensor]) -> EupeVisionModel:
     """Turns on ``tower.config.feature_standardization`` with the per-channel mean and standard deviation of the
     tower's unstandardised tokens over ``pixel_batches`` (``[B, 3, S, S]``, as its image processor makes them),
     accumulated in float64; returns ``tower``. A refit replaces the statistics (e.g. after re-initialising it)."""
-    config = tower.config
-    fitted = config.feature_standardization
-    config.feature_standardization = False  # the statistics of the raw tokens, whatever was fitted before
-    try:
-        count, total = 0, torch.zeros(config.hidden_size, dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        for pixels in pixel_batches:
-            tokens = tower(pixels).last_hidden_state.flatten(0, 1).double().cpu()
-            total += tokens.sum(0)
-            squares += tokens.pow(2).sum(0)
-            count += tokens.shape[0]
-    finally:
-        config.feature_standardization = fitted
+    count, total = 0, torch.zeros(tower.config.hidden_size, dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for pixels in pixel_batches:
+        tokens = tower.patch_tokens(pixels).flatten(0, 1).double().cpu()
+        total += tokens.sum(0)
+        squares += tokens.pow(2).sum(0)
+        count += tokens.shape[0]
     if count < 2:
         raise ValueError("fit_feature_standardization: the images gave fewer than 2 tokens; give more images")
     mean = total / count
     std = ((squares - count * mean.pow(2)).clamp_min(0) / (count - 1)).sqrt().clamp_min(1e-6)
-    buffers = dict(tower.named_buffers(recurse=False))
-    for name, value in (("feature_mean", mean), ("feature_std", std)):
-        if name in buffers:
-            buffers[name].copy_(value)
-        else:
-            tower.register_buffer(name, value.to(device=tower.device, dtype=torch.float32))
-    config.feature_standardization = True
+    for name, value in (("feature_mean", mean), ("feature_std", std)):  # registering again replaces a buffer
+        tower.register_buffer(name, value.to(device=tower.device, dtype=torch.float32))
+    tower.config.feature_standardization = True
     return tower
 
 

@@ -215,7 +215,7 @@ def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_
     cfg = load_vlm_demo_config("vlm", ["probe_epochs=30", "ci_resamples=50"])
     cfg.topics = {t: t for t in topics}
 
-    def processor(images, return_tensors):
+    def processor(images, return_tensors=None):
         return {"pixel_values": torch.stack([torch.from_numpy(np.asarray(i, dtype=np.float32) / 255).permute(2, 0, 1)
                                              for i in images])}
 
