@@ -21,8 +21,10 @@ Evaluation on the held-out pictures: for each picture and split, its positive an
 yes/no), greedy replies scored with :func:`eupe.vlm.metrics.pope_scores_by_split` (per split and pooled), "What is
 shown?" with :func:`eupe.vlm.metrics.vqa_accuracy`, and 95% percentile-bootstrap intervals over questions
 (:func:`eupe.vlm.metrics.bootstrap_ci`), also for the paired F1 differences between the student and the two
-baselines (F1 and accuracy: F1 rewards answering "yes"). Written to ``output_dir``: ``results.json`` (strict JSON),
-``pope_f1.png``, the pictures and training records, and per model its folders and ``predictions.jsonl``.
+baselines (F1 and accuracy: F1 rewards answering "yes"). A linear topic probe on each tower's visual tokens, on
+the pictures' raw pixels and on the distillation teachers' summaries says what each VLM had to read. Written to
+``output_dir``: ``results.json`` (strict JSON), ``pope_f1.png``, the pictures and training records, and per model
+its folders and ``predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from ..config import ConfigError, load_config, resolve_config, to_dict
 from ..data.images import ImageDecodeError, is_image_file, list_images, load_image
 from ..eval.linear import LinearConfig, holdout_split, train_linear_probes
+from ..teachers import MissingTeacherDependency, build_teachers
 from ..utils.io import atomic_write_json
 from ..utils.optional import available, install_hint
 from ..viz.charts import bar_chart
@@ -107,6 +112,8 @@ class VLMDemoConfig:
     max_new_tokens: int = 4
     ci_resamples: int = 1000
     probe_epochs: int = 100
+    reference_teachers: list[str] = field(default_factory=list)  # names in distill_config's teachers
+    pixel_grid: int = 8  # the raw-pixel reference probe: each picture average-pooled to this grid
     seed: int = 0
     threads: int = 0
     decode_threads: int = 2
@@ -434,21 +441,14 @@ def build_models(cfg: VLMDemoConfig, weights: str, data: DemoPictures, images: P
     return folders, probes
 
 
-def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any, data: DemoPictures,
-                images: Path) -> dict[str, Any]:
-    """Topic top-1 on the held-out pictures of a linear probe on the tower's visual tokens (exactly what the
-    projector receives, mean-pooled or concatenated; the probe's learning rate and feature set chosen on 10% of
-    the training pictures), with its 95% bootstrap interval: how much topic information the tower has to give a
-    VLM, whatever the LM then learns to read from it."""
-    topics = sorted(cfg.topics)
+Features = Callable[[Sequence[Picture]], dict[str, torch.Tensor]]
 
-    def features(pictures: Sequence[Picture]) -> dict[str, torch.Tensor]:
-        chunks = []
-        with torch.no_grad():
-            for pixels in pixel_batches(image_processor, [images / p.image for p in pictures], cfg.eval_batch_size):
-                chunks.append(tower(pixels.to(tower.dtype)).last_hidden_state.float())
-        tokens = torch.cat(chunks)
-        return {"patch_mean": tokens.mean(1), "patch_flat": tokens.flatten(1)}
+
+def topic_probe(cfg: VLMDemoConfig, features: Features, data: DemoPictures) -> dict[str, Any]:
+    """Topic top-1 on the held-out pictures of a linear probe on ``features`` (one or more named feature sets per
+    picture; the probe's learning rate and feature set chosen on 10% of the training pictures, each dimension
+    standardised on the rest), with its 95% bootstrap interval."""
+    topics = sorted(cfg.topics)
 
     def labels(pictures: Sequence[Picture]) -> torch.Tensor:
         return torch.tensor([topics.index(p.topic) for p in pictures])
@@ -470,6 +470,66 @@ def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any
     ci = bootstrap_ci(correct, resamples=cfg.ci_resamples, seed=cfg.seed)
     return {"top1": ci.estimate, "ci95": _interval(ci), "feature_set": probe.feature_set,
             "learning_rate": probe.learning_rate, "chance": 1 / len(topics)}
+
+
+def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any, data: DemoPictures,
+                images: Path) -> dict[str, Any]:
+    """:func:`topic_probe` on the tower's visual tokens (exactly what the projector receives, mean-pooled or
+    concatenated): how much topic information the tower has to give a VLM, whatever the LM then learns to read
+    from it."""
+    def features(pictures: Sequence[Picture]) -> dict[str, torch.Tensor]:
+        chunks = []
+        with torch.no_grad():
+            for pixels in pixel_batches(image_processor, [images / p.image for p in pictures], cfg.eval_batch_size):
+                chunks.append(tower(pixels.to(tower.dtype)).last_hidden_state.float())
+        tokens = torch.cat(chunks)
+        return {"patch_mean": tokens.mean(1), "patch_flat": tokens.flatten(1)}
+
+    return topic_probe(cfg, features, data)
+
+
+def picture_tensors(images: Path, pictures: Sequence[Picture]) -> torch.Tensor:
+    """The demo's (square, ``image_size``) pictures as ``[N, 3, S, S]`` floats in [0, 1]."""
+    return torch.stack([torch.from_numpy(np.asarray(load_image(images / p.image), dtype=np.float32) / 255)
+                        .permute(2, 0, 1) for p in pictures])
+
+
+def reference_probes(cfg: VLMDemoConfig, data: DemoPictures, images: Path) -> dict[str, dict[str, Any]]:
+    """:func:`topic_probe` on the same pictures' raw pixels (average-pooled to ``pixel_grid``: what any tower
+    that keeps its input could pass on) and on the summary features of each of ``reference_teachers`` (the
+    distillation config's teachers, what the student learnt from): the scale on which the towers' probes are read."""
+    pictures = [*data.train, *data.heldout]
+    loaded = dict(zip((p.image for p in pictures), picture_tensors(images, pictures)))
+
+    def stacked(pictures: Sequence[Picture]) -> torch.Tensor:
+        return torch.stack([loaded[p.image] for p in pictures])
+
+    def pixels(pictures: Sequence[Picture]) -> dict[str, torch.Tensor]:
+        return {"pixels": F.adaptive_avg_pool2d(stacked(pictures), cfg.pixel_grid).flatten(1)}
+
+    grid = cfg.pixel_grid
+    probes = {f"raw pixels ({grid}x{grid})": topic_probe(cfg, pixels, data)}
+    if not cfg.reference_teachers:
+        return probes
+    specs = {spec.name: spec for spec in distill.load_demo_config(cfg.distill_config, cfg.distill_overrides).teachers}
+    unknown = sorted(set(cfg.reference_teachers) - set(specs))
+    if unknown:
+        raise ConfigError(f"reference_teachers={cfg.reference_teachers}: {unknown} not among the teachers of the "
+                          f"{cfg.distill_config!r} distillation config ({sorted(specs)}); name those, or set "
+                          "reference_teachers=[]")
+    try:
+        teachers = build_teachers([specs[name] for name in cfg.reference_teachers])
+    except MissingTeacherDependency as err:
+        raise MissingTeacherDependency(f"{err} (or set reference_teachers=[] to leave out the teachers' probes)") \
+            from None
+    for name, teacher in teachers.items():
+        def summary(pictures: Sequence[Picture], teacher: torch.nn.Module = teacher) -> dict[str, torch.Tensor]:
+            x = stacked(pictures)
+            return {"summary": torch.cat([teacher(x[i:i + cfg.eval_batch_size]).summary
+                                          for i in range(0, len(x), cfg.eval_batch_size)])}
+
+        probes[f"teacher {name}"] = topic_probe(cfg, summary, data)
+    return probes
 
 
 def mean_token_energy_share(tower: torch.nn.Module) -> float:
@@ -606,6 +666,8 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
     logger.info("vlm demo: %d training and %d held-out pictures, %d questions", len(data.train), len(data.heldout),
                 len(questions))
     laps("pictures")
+    references = reference_probes(cfg, data, images)  # before any training: a missing teacher fails fast
+    laps("reference probes")
     built, probes = build_models(cfg, weights, data, images, out)
     laps("build VLMs, probe the towers")
 
@@ -629,7 +691,7 @@ def run_vlm_demo(cfg: VLMDemoConfig) -> dict[str, Any]:
     comparisons = compare(cfg, questions, replies, models)
     outcome = required_outcome(comparisons)
     report = {
-        "models": models, "comparisons": comparisons, "outcome": outcome,
+        "models": models, "comparisons": comparisons, "outcome": outcome, "reference_probes": references,
         "data": {"topics": {t: {"folder": cfg.topics[t], "pictures": data.frequency[t],
                                 "train": sum(p.topic == t for p in data.train),
                                 "heldout": sum(p.topic == t for p in data.heldout),
@@ -704,8 +766,8 @@ def _chart(models: dict[str, Any], path: Path, heldout: int) -> None:
 
 def format_vlm_table(report: dict[str, Any]) -> str:
     """The results as a text table: POPE F1 per split and pooled, pooled accuracy, the share of "yes" replies and
-    VQA accuracy and the towers' linear-probe topic top-1 (x100, with 95% intervals), then the student's paired
-    differences to each baseline."""
+    VQA accuracy and the towers' linear-probe topic top-1 (x100, with 95% intervals), then the same probe on the
+    reference features and the student's paired differences to each baseline."""
     def cell(value: float, ci: Sequence[float]) -> str:
         return f"{100 * value:5.1f} [{100 * ci[0]:5.1f}, {100 * ci[1]:5.1f}]"
 
@@ -720,6 +782,9 @@ def format_vlm_table(report: dict[str, Any]) -> str:
     lines = [f"{'model':{width}s}  " + "  ".join(f"{h:{w}s}" for h, w in zip(header, widths)),
              "-" * (width + sum(w + 2 for w in widths))]
     lines += [f"{r[0]:{width}s}  " + "  ".join(f"{c:{w}s}" for c, w in zip(r[1:], widths)) for r in rows]
+    if report.get("reference_probes"):
+        lines.append("the same linear topic probe on other features of the pictures: " + "; ".join(
+            f"{name} {cell(p['top1'], p['ci95']).strip()}" for name, p in report["reference_probes"].items()))
     for baseline, c in report["comparisons"].items():
         parts = [f"{metric} {100 * c[metric]['difference']:+.1f} [{100 * c[metric]['ci95'][0]:+.1f}, "
                  f"{100 * c[metric]['ci95'][1]:+.1f}] (beyond the intervals: "

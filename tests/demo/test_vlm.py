@@ -115,8 +115,12 @@ def test_demo_pipeline_end_to_end_on_tiny_stand_ins(tmp_path, clipart, one_threa
         lines = (tmp_path / "out" / name / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == data["pope_questions"] + data["vqa_questions"]
     assert (tmp_path / "out" / "pope_f1.png").is_file() or not available("matplotlib")
+    references = results["reference_probes"]
+    assert list(references) == ["raw pixels (8x8)", "teacher efficientnet_lite2", "teacher mobilenet_v2"]
+    assert all(0 <= p["top1"] <= 1 for p in references.values())
     table = format_vlm_table(report)
     assert all(m in table for m in MODELS.values()) and "F1 adversarial" in table
+    assert "other features of the pictures: raw pixels (8x8)" in table and "teacher mobilenet_v2" in table
 
 
 def test_pictures_in_several_topics_or_the_distillation_pool_are_left_out(tmp_path, clipart):
@@ -199,8 +203,9 @@ class _ColourTower(torch.nn.Module):
         return SimpleNamespace(last_hidden_state=torch.zeros_like(colour) if self.blind else colour)
 
 
-def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_sees_nothing(tmp_path):
-    from eupe.demo.vlm import DemoPictures, Picture, tower_probe
+def _colour_pictures(root: Path):
+    """Three topics told apart by colour alone: 12 training and 2 held-out noisy 16 px squares each."""
+    from eupe.demo.vlm import DemoPictures, Picture
 
     topics = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
     rng = np.random.default_rng(0)
@@ -208,12 +213,19 @@ def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_
     for topic, rgb in topics.items():
         for i in range(14):
             noisy = np.clip(np.array(rgb) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(noisy).save(tmp_path / f"{topic}{i}.png")
+            Image.fromarray(noisy).save(root / f"{topic}{i}.png")
             pictures.append(Picture(topic, "", topic, f"{topic}{i}", image=f"{topic}{i}.png"))
     data = DemoPictures(train=[p for p in pictures if p.group[-1] not in "01"],
                         heldout=[p for p in pictures if p.group[-1] in "01"], frequency={}, similar={}, skipped={})
-    cfg = load_vlm_demo_config("vlm", ["probe_epochs=30", "ci_resamples=50"])
+    cfg = load_vlm_demo_config("vlm", ["probe_epochs=30", "ci_resamples=50", "eval_batch_size=8"])
     cfg.topics = {t: t for t in topics}
+    return cfg, data
+
+
+def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_sees_nothing(tmp_path):
+    from eupe.demo.vlm import tower_probe
+
+    cfg, data = _colour_pictures(tmp_path)
 
     def processor(images, return_tensors=None):
         return {"pixel_values": torch.stack([torch.from_numpy(np.asarray(i, dtype=np.float32) / 255).permute(2, 0, 1)
@@ -224,6 +236,46 @@ def test_tower_probe_reads_the_topic_a_tower_sees_and_is_at_chance_for_one_that_
 
     assert seeing["top1"] == 1.0 and seeing["chance"] == pytest.approx(1 / 3)
     assert blind["top1"] <= 0.5 and blind["ci95"][0] <= blind["top1"] <= blind["ci95"][1]
+
+
+def _colour_teacher(spec):
+    """Stand-in teacher kind whose summary is the normalised mean colour of its input."""
+    from eupe.teachers import finalise
+    from eupe.teachers.feature_map import FeatureMapTeacher
+
+    return finalise(FeatureMapTeacher(spec.display_name, torch.nn.AvgPool2d(4), input_size=spec.input_size))
+
+
+def test_reference_probes_read_colour_topics_from_raw_pixels_and_a_teacher_of_the_distillation_config(tmp_path):
+    from eupe.demo.vlm import picture_tensors, reference_probes
+    from eupe.teachers import register_teacher
+
+    cfg, data = _colour_pictures(tmp_path)
+    register_teacher("colour_test", _colour_teacher, replace=True)
+    distill_config = tmp_path / "distill.yaml"
+    distill_config.write_text(f"images: {tmp_path}\nteachers:\n  - {{kind: colour_test, name: colour, input_size: 16}}\n"
+                              "  - {kind: colour_test, name: unused, input_size: 16}\n")
+    cfg.distill_config, cfg.distill_overrides = str(distill_config), []
+    cfg.reference_teachers, cfg.pixel_grid = ["colour"], 4
+
+    probes = reference_probes(cfg, data, tmp_path)
+
+    assert list(probes) == ["raw pixels (4x4)", "teacher colour"]
+    assert all(p["top1"] == 1.0 and p["ci95"][1] == 1.0 for p in probes.values())
+    pixels = picture_tensors(tmp_path, data.heldout[:1])
+    saved = np.asarray(Image.open(tmp_path / data.heldout[0].image), dtype=np.float32) / 255
+    assert pixels.shape == (1, 3, 16, 16) and torch.allclose(pixels[0].permute(1, 2, 0), torch.from_numpy(saved))
+
+
+def test_a_reference_teacher_outside_the_distillation_config_is_refused_by_name(tmp_path):
+    from eupe.config import ConfigError
+    from eupe.demo.vlm import reference_probes
+
+    cfg, data = _colour_pictures(tmp_path)
+    cfg.reference_teachers = ["mobilenet_v2", "dinov3"]  # the shipped distillation config has the first
+
+    with pytest.raises(ConfigError, match=r"\['dinov3'\] not among the teachers.*reference_teachers=\[\]"):
+        reference_probes(cfg, data, tmp_path)
 
 
 def test_answering_yes_to_everything_wins_f1_but_not_the_required_outcome():
