@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eupe.utils.device import autocast, resolve_device  # noqa: E402
+from eupe.vlm.data import supervised_logits_inputs  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Shape:
     tower: str
     image_size: int
     text_tokens: int
+    labelled_tokens: int  # the last text tokens of each sample, which the loss reads (the replies)
     batch: int
     amp: str
     checkpointing: bool
@@ -69,9 +71,9 @@ class Shape:
 
 SHAPES = {
     "small": Shape(layers=30, width=576, mlp=1536, heads=9, kv_heads=3, vocab=49152, tower="eupe_vitt16",
-                   image_size=64, text_tokens=40, batch=8, amp="fp32", checkpointing=False),
+                   image_size=64, text_tokens=40, labelled_tokens=9, batch=8, amp="fp32", checkpointing=False),
     "7b": Shape(layers=32, width=4096, mlp=11008, heads=32, kv_heads=32, vocab=32000, tower="eupe_vitb16",
-                image_size=384, text_tokens=512, batch=16, amp="bf16", checkpointing=True),
+                image_size=384, text_tokens=512, labelled_tokens=256, batch=16, amp="bf16", checkpointing=True),
 }
 
 
@@ -99,13 +101,13 @@ def build(shape: Shape, device: torch.device) -> Any:
 
 
 def batch_for(shape: Shape, model: Any, device: torch.device) -> dict[str, torch.Tensor]:
-    """A collated stage-(b) batch: the image tokens first, then text, every text token labelled."""
+    """A collated stage-(b) batch: the image tokens first, then text, its last ``labelled_tokens`` labelled."""
     tokens = model.config.image_seq_length
     generator = torch.Generator().manual_seed(0)
     text = torch.randint(0, shape.vocab, (shape.batch, shape.text_tokens), generator=generator)
     input_ids = torch.cat([torch.full((shape.batch, tokens), model.config.image_token_id), text], dim=1)
     labels = input_ids.clone()
-    labels[:, :tokens] = -100
+    labels[:, : tokens + shape.text_tokens - shape.labelled_tokens] = -100
     pixels = torch.rand(shape.batch, 3, shape.image_size, shape.image_size, generator=generator)
     return {k: v.to(device) for k, v in dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                              labels=labels, pixel_values=pixels).items()}
@@ -159,8 +161,10 @@ def bench_step(shape: Shape, rounds: int, device: torch.device) -> None:
             out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
         out.loss.backward()
 
-    def full_step() -> None:
-        trainer.training_step(model, batch)
+    supervised = {**batch, **supervised_logits_inputs(batch["labels"])}
+
+    def full_step(inputs: dict[str, torch.Tensor] = batch) -> None:
+        trainer.training_step(model, inputs)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -168,7 +172,7 @@ def bench_step(shape: Shape, rounds: int, device: torch.device) -> None:
         optimizer.step()
 
     full_step()  # warm-up: allocations and AdamW's lazy states
-    parts, fulls = [], []
+    parts, fulls, fulls_supervised = [], [], []
     for _ in range(rounds):
         t = timed(tower, device)
         p = timed(projector, device)
@@ -177,14 +181,18 @@ def bench_step(shape: Shape, rounds: int, device: torch.device) -> None:
         optimizer.zero_grad(set_to_none=True)
         parts.append((t, p, lm, o))
         fulls.append(timed(full_step, device))
+        fulls_supervised.append(timed(lambda: full_step(supervised), device))
     t, p, lm, o = (statistics.median(r[i] for r in parts) for i in range(4))
-    full = statistics.median(fulls)
+    full, full_supervised = statistics.median(fulls), statistics.median(fulls_supervised)
     tokens = model.config.image_seq_length + shape.text_tokens
     print(f"[step] {shape.tower} @ {shape.image_size}px + Llama {shape.layers}x{shape.width}, batch {shape.batch} x "
           f"{tokens} tokens, {shape.amp}{', checkpointing' if shape.checkpointing else ''}, {device.type}: tower "
           f"{t * 1e3:.1f} ms, projector fwd+bwd {p * 1e3:.1f} ms, LM fwd+bwd {lm * 1e3:.1f} ms, optimizer "
           f"{o * 1e3:.1f} ms; sum {(t + p + lm + o) * 1e3:.1f} ms; Trainer step {full * 1e3:.1f} ms; ratio "
           f"{full / (t + p + lm + o):.3f} (target <= 1.15); {shape.batch / full:.1f} samples/s")
+    print(f"[supervised logits] LM head at the {shape.labelled_tokens} labelled of {tokens} positions "
+          f"(supervised_logits): Trainer step {full_supervised * 1e3:.1f} ms = {full_supervised / full:.3f}x the "
+          f"step above; {shape.batch / full_supervised:.1f} samples/s")
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         print(f"[memory] peak allocated {peak:.1f} GiB")

@@ -360,11 +360,17 @@ class LlavaCollator:
     ``chat_template`` given here, else the tokenizer's, renders the messages; it must render each conversation as
     a prefix of its continuations (every common template does). Samples that cannot be fitted are dropped and
     reported, as are truncations.
+
+    ``supervised_logits=True`` adds ``logits_to_keep`` (a boolean ``[batch, length]`` mask of the positions whose
+    next token is labelled) and ``shift_labels`` (those next tokens): the model then runs its LM head, vocabulary
+    wide, only where the loss reads it, and computes the same loss (``transformers.Trainer`` counts the tokens of
+    ``shift_labels``). Where most tokens are prompt, image or padding this saves most of the head's cost.
     """
 
     def __init__(self, tokenizer: Any, image_processor: ImageProcessor, *, num_image_tokens: int,
                  max_length: int = 2048, mode: Mode = "conversation", image_token: str = DEFAULT_IMAGE_TOKEN,
-                 chat_template: str | None = None, report: DataReport | None = None) -> None:
+                 chat_template: str | None = None, report: DataReport | None = None,
+                 supervised_logits: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if num_image_tokens < 1 or max_length <= num_image_tokens:
@@ -400,6 +406,7 @@ class LlavaCollator:
         self.image_token_id = image_token_id
         self.pad_token_id = pad_id
         self.report = report if report is not None else DataReport()
+        self.supervised_logits = supervised_logits
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         encoded = [e for e in (self._encode(s) for s in samples) if e is not None]
@@ -415,6 +422,8 @@ class LlavaCollator:
             labels[row, :len(e.labels)] = torch.tensor(e.labels, dtype=torch.long)
             attention_mask[row, :len(e.input_ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if self.supervised_logits:
+            batch.update(supervised_logits_inputs(labels))
         images = [image for e in encoded for image in e.images]
         if images and all(isinstance(image, torch.Tensor) for image in images):  # cached tower features
             batch["pixel_values"] = torch.stack(images)
@@ -506,6 +515,15 @@ class LlavaCollator:
         self.report.record(TRUNCATED, sample_id, CUT_TAIL, f"kept {keep} of {len(ids)} tokens")
         return keep
 
+
+
+def supervised_logits_inputs(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``logits_to_keep`` (where the next token of ``labels`` is supervised, ``[batch, length]`` booleans) and
+    ``shift_labels`` (those tokens): inputs with which a transformers causal LM computes its head and loss only
+    at those positions (:class:`LlavaCollator`'s ``supervised_logits``)."""
+    next_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = next_labels != IGNORE_INDEX
+    return {"logits_to_keep": keep, "shift_labels": next_labels[keep]}
 
 
 def pixel_values(image_processor: ImageProcessor, images: Sequence[Image.Image]) -> torch.Tensor:

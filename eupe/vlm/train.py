@@ -69,6 +69,9 @@ class VLMTrainConfig:
     # running the tower; "" = off. Valid in both stages: the tower is frozen in (b) too and images only feed it.
     # It pays where the tower is a large share of a step (stage a) over several epochs or runs of one data set.
     tower_cache: str = ""
+    # The LM head (hidden x vocabulary) only at the positions the loss reads (LlavaCollator's supervised_logits):
+    # the same loss and gradients; off for context parallelism, which splits shift_labels along the sequence.
+    supervised_logits: bool = True
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> VLMTrainConfig:
@@ -159,7 +162,7 @@ def train_stage(cfg: VLMTrainConfig) -> Path:
     collator = LlavaCollator(processor.tokenizer, processor.image_processor,
                              num_image_tokens=model.config.image_seq_length, max_length=cfg.max_length,
                              mode="plain" if cfg.stage == "a" else "conversation", image_token=processor.image_token,
-                             report=report)
+                             report=report, supervised_logits=cfg.supervised_logits)
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=accumulation_steps(cfg, world_size), learning_rate=cfg.lr,

@@ -98,6 +98,39 @@ def test_resume_after_the_data_file_was_replaced_is_refused_naming_it(initial, d
         train_stage(cfg)
 
 
+def test_supervised_logits_give_the_loss_and_gradients_of_the_full_head(initial, data):
+    from eupe.vlm.data import LlavaCollator
+
+    model = AutoModelForImageTextToText.from_pretrained(initial, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(initial)
+    dataset = LlavaDataset(data / "b.json", data, image_token=processor.image_token)
+    results = {}
+    for supervised in (False, True):
+        collate = LlavaCollator(processor.tokenizer, processor.image_processor, max_length=64, supervised_logits=supervised,
+                                num_image_tokens=model.config.image_seq_length)
+        batch = collate([dataset[i] for i in range(3)])
+        model.zero_grad()
+        out = model(**batch, num_items_in_batch=(batch["labels"][:, 1:] != -100).sum())
+        out.loss.backward()
+        results[supervised] = out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    (full, full_grads), (kept, kept_grads) = results[False], results[True]
+    supervised_positions = int((batch["labels"][:, 1:] != -100).sum())
+    assert kept.logits.shape == (supervised_positions, full.logits.shape[-1]) and supervised_positions < full.logits.shape[1]
+    assert torch.allclose(kept.loss, full.loss, atol=1e-6)
+    assert full_grads.keys() == kept_grads.keys()
+    assert all(torch.allclose(full_grads[k], kept_grads[k], atol=1e-6) for k in full_grads)
+
+
+def test_a_run_with_supervised_logits_trains_as_one_with_the_full_head(initial, data, tmp_path):
+    # two accumulation steps: the Trainer takes the extra inputs and counts the tokens of shift_labels
+    runs = {flag: _parts(train_stage(_config("b", initial, data, tmp_path / str(flag), amp="fp32", max_steps=2,
+                                             global_batch_size=4, supervised_logits=flag)))
+            for flag in ("false", "true")}
+    for part in ("projector", "lm"):
+        for key, value in runs["false"][part].items():
+            assert torch.allclose(value, runs["true"][part][key], atol=1e-5), (part, key)
+
+
 def test_global_batch_is_per_device_times_processes_times_accumulation():
     assert accumulation_steps(VLMTrainConfig(global_batch_size=256, per_device_batch_size=16), 8) == 2
     with pytest.raises(ValueError, match="not a multiple"):
