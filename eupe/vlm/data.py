@@ -516,7 +516,6 @@ class LlavaCollator:
         return keep
 
 
-
 def supervised_logits_inputs(labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """``logits_to_keep`` (where the next token of ``labels`` is supervised, ``[batch, length]`` booleans) and
     ``shift_labels`` (those tokens): inputs with which a transformers causal LM computes its head and loss only
