@@ -45,7 +45,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
@@ -53,6 +52,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError, load_config, resolve_config, to_dict
 from ..data.images import ImageDecodeError, is_image_file, list_images, load_image
+from ..data.transforms import to_unit_tensor
 from ..eval.linear import LinearConfig, holdout_split, train_linear_probes
 from ..teachers import MissingTeacherDependency, build_teachers
 from ..utils.io import atomic_write_json
@@ -490,8 +490,7 @@ def tower_probe(cfg: VLMDemoConfig, tower: torch.nn.Module, image_processor: Any
 
 def picture_tensors(images: Path, pictures: Sequence[Picture]) -> torch.Tensor:
     """The demo's (square, ``image_size``) pictures as ``[N, 3, S, S]`` floats in [0, 1]."""
-    return torch.stack([torch.from_numpy(np.asarray(load_image(images / p.image), dtype=np.float32) / 255)
-                        .permute(2, 0, 1) for p in pictures])
+    return torch.stack([to_unit_tensor(load_image(images / p.image)) for p in pictures])
 
 
 def reference_probes(cfg: VLMDemoConfig, data: DemoPictures, images: Path) -> dict[str, dict[str, Any]]:
